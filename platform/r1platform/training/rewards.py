@@ -1,0 +1,401 @@
+"""R1 rule rewards (accuracy, format, tag count), a registry for pluggable ones, and scoring.
+
+Every reward function has TRL's signature, `fn(completions, **dataset_columns) -> list[float |
+None]`, so functions written for TRL's GRPOTrainer plug in unchanged and ours plug into TRL.
+`completions` are strings, or TRL's conversational form (a list of messages per completion).
+
+Our chat template ends the generation prompt with `<think>`, so a completion normally starts
+inside the think block: `...</think><answer>68</answer>`. Texts that carry their own opening
+`<think>` are accepted too. This module imports only the standard library (math-verify is
+optional) so the TRL peer's separate venv can use it as-is.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+RewardFn = Callable[..., list[float | None]]
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
+TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
+# Long candidates are never a plausible short answer, and symbolic parsing of them can hang.
+MAX_ANSWER_CHARS = 200
+
+
+class RewardSpecError(ValueError):
+    """A reward spec that cannot be resolved; the message is one line naming the spec."""
+
+
+# ---------------------------------------------------------------------------- text helpers
+
+
+def completion_text(completion: Any) -> str:
+    """The generated text of one completion: a string, or TRL's list of messages."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, Mapping):
+        completion = [completion]
+    if isinstance(completion, Sequence):
+        parts: list[str] = []
+        for msg in completion:
+            content = msg.get("content", "") if isinstance(msg, Mapping) else msg
+            if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}]
+                content = "".join(p.get("text", "") for p in content if isinstance(p, Mapping))
+            parts.append(content if isinstance(content, str) else "")
+        return "".join(parts)
+    return ""
+
+
+def with_think_prefix(text: str) -> str:
+    """The text as the model saw it: the template pre-fills `<think>` before the completion."""
+    return text if text.lstrip().startswith(THINK_OPEN) else THINK_OPEN + text
+
+
+def _texts(completions: Sequence[Any]) -> list[str]:
+    return [completion_text(c) for c in completions]
+
+
+# ---------------------------------------------------------------------------- format rewards
+
+_NO_TAG = r"(?:(?!</?think>|</?answer>).)*"
+_FORMAT_RE = re.compile(
+    rf"^\s*<think>{_NO_TAG}</think>\s*<answer>(?P<ans>{_NO_TAG})</answer>\s*$", re.DOTALL
+)
+
+
+def format_reward(completions: Sequence[Any], **_: Any) -> list[float | None]:
+    """1.0 for exactly one think block then one non-empty answer block and only whitespace
+    around them (the pre-filled `<think>` counts as the opening tag); else 0.0."""
+    out: list[float | None] = []
+    for text in _texts(completions):
+        m = _FORMAT_RE.match(with_think_prefix(text))
+        out.append(1.0 if m and m.group("ans").strip() else 0.0)
+    return out
+
+
+def tag_count_reward(completions: Sequence[Any], **_: Any) -> list[float | None]:
+    """0.25 for each of the four tags that occurs exactly once (open-r1's partial credit)."""
+    out: list[float | None] = []
+    for text in _texts(completions):
+        full = with_think_prefix(text)
+        out.append(sum(0.25 for tag in TAGS if full.count(tag) == 1))
+    return out
+
+
+# ---------------------------------------------------------------------------- answer extraction
+
+_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+def _boxed_contents(text: str) -> list[str] | None:
+    r"""Contents of every `\boxed{...}` / `\fbox{...}`, brace-balanced; None if one is unclosed."""
+    found: list[str] = []
+    for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
+        depth, start = 1, m.end()
+        i = start
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth:
+            return None
+        found.append(text[start : i - 1])
+    return found
+
+
+def extract_answers(text: str) -> list[str]:
+    r"""Every final-answer candidate in a completion; [] when there is none or it is malformed.
+
+    Only text after the last `</think>` counts when there is one, so scratch work inside the
+    think block is never graded. Candidates come from `<answer>` blocks (a `\boxed{}` inside a
+    block is unwrapped); with no answer tag at all, from `\boxed{}`. Unbalanced answer tags give
+    no candidates: a truncated or nested block is not an answer.
+    """
+    region = text.rsplit(THINK_CLOSE, 1)[1] if THINK_CLOSE in text else text
+    if region.count(ANSWER_OPEN) != region.count(ANSWER_CLOSE):
+        return []
+    if ANSWER_OPEN in region:
+        blocks = _ANSWER_RE.findall(region)
+        candidates: list[str] = []
+        for block in blocks:
+            if ANSWER_OPEN in block or THINK_OPEN in block or THINK_CLOSE in block:
+                return []
+            boxed = _boxed_contents(block)
+            if boxed is None:
+                return []
+            candidates.extend(boxed or [block])
+        return [c.strip() for c in candidates]
+    boxed = _boxed_contents(region)
+    return [c.strip() for c in boxed or []]
+
+
+# ---------------------------------------------------------------------------- equivalence
+
+_INT_RE = re.compile(r"[+-]?\d+")
+_THOUSANDS_RE = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_DECIMAL_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d{1,3})?")
+_FRAC_RE = re.compile(r"([+-]?\d+)\s*/\s*([+-]?\d+)")
+_TEX_FRAC_RE = re.compile(r"([+-]?)\\[dt]?frac\{\s*([+-]?\d+)\s*\}\{\s*([+-]?\d+)\s*\}")
+
+
+def _strip_wrappers(s: str) -> str:
+    s = s.strip().replace("\u2212", "-")
+    for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+        if len(s) >= len(left) + len(right) and s.startswith(left) and s.endswith(right):
+            s = s[len(left) : len(s) - len(right)].strip()
+    return s.rstrip(".").strip()
+
+
+def parse_number(s: str) -> Fraction | None:
+    """An exact rational from a plain numeric literal (int, decimal, a/b, \\frac{a}{b},
+    1,234 grouping); None for anything else, including expressions like `60+8`."""
+    s = _strip_wrappers(s)
+    if not s:
+        return None
+    if _THOUSANDS_RE.fullmatch(s):
+        s = s.replace(",", "")
+    try:
+        if _INT_RE.fullmatch(s) or _DECIMAL_RE.fullmatch(s):
+            return Fraction(s)
+        m = _FRAC_RE.fullmatch(s)
+        if m:
+            return Fraction(int(m.group(1)), int(m.group(2)))
+        m = _TEX_FRAC_RE.fullmatch(s)
+        if m:
+            value = Fraction(int(m.group(2)), int(m.group(3)))
+            return -value if m.group(1) == "-" else value
+    except (ValueError, ZeroDivisionError, OverflowError):
+        return None
+    return None
+
+
+def _is_fraction_literal(s: str) -> bool:
+    s = _strip_wrappers(s)
+    return bool(_FRAC_RE.fullmatch(s) or _TEX_FRAC_RE.fullmatch(s))
+
+
+def _symbolic_equal(gold: str, pred: str) -> bool:
+    try:
+        from math_verify import LatexExtractionConfig, parse, verify
+    except ImportError:
+        return False
+    # The alarm-based timeout math-verify uses only works in the main thread.
+    timeout = 5 if threading.current_thread() is threading.main_thread() else None
+    config = [LatexExtractionConfig()]
+    try:
+        # Parsing as one LaTeX formula, not free text, so prose around a number ("the answer
+        # is 68") becomes a product of symbols instead of a lenient match on the number.
+        g = parse(f"${gold}$", extraction_config=config, parsing_timeout=timeout)
+        p = parse(f"${pred}$", extraction_config=config, parsing_timeout=timeout)
+        return bool(g and p and verify(g, p, timeout_seconds=timeout))
+    except Exception:  # a grader crash on garbage must read as "not correct"
+        return False
+
+
+def answers_match(gold: str, pred: str) -> bool:
+    """Is `pred` a correct final answer for `gold`?
+
+    A numeric gold needs a numeric literal with the same exact value: an expression such as
+    `60+8` is not accepted, or a policy could copy an arithmetic question as its answer. A
+    fraction literal is accepted only when the gold is not an integer, for the same reason.
+    Other golds are compared symbolically with math-verify when it is installed.
+    """
+    pred = pred.strip()
+    if not pred or len(pred) > MAX_ANSWER_CHARS:
+        return False
+    gold_num = parse_number(gold)
+    if gold_num is not None:
+        pred_num = parse_number(pred)
+        if pred_num is None:
+            return False
+        if gold_num.denominator == 1 and _is_fraction_literal(pred):
+            return False
+        return pred_num == gold_num
+    if _strip_wrappers(gold) == _strip_wrappers(pred):
+        return True
+    return _symbolic_equal(_strip_wrappers(gold), _strip_wrappers(pred))
+
+
+def gold_answer(value: Any) -> str | None:
+    r"""The gold answer as text; a `\boxed{}` in a worked solution is unwrapped."""
+    if value is None or isinstance(value, bool):
+        return None
+    text = str(value).strip()
+    boxed = _boxed_contents(text)
+    if boxed:
+        text = boxed[-1].strip()
+    return text or None
+
+
+def accuracy_reward(completions: Sequence[Any], **columns: Any) -> list[float | None]:
+    """1.0 when the completion's final answer is correct, else 0.0; None when the row has no
+    gold. The gold comes from the `answer` column (or open-r1's `solution`). Correct means at
+    least one candidate and every candidate correct, so hedged or conflicting answers fail."""
+    golds = columns.get("answer", columns.get("solution"))
+    if golds is None:
+        raise ValueError("accuracy_reward needs an 'answer' (or 'solution') dataset column")
+    if len(golds) != len(completions):
+        raise ValueError(f"{len(completions)} completions but {len(golds)} answers")
+    out: list[float | None] = []
+    for text, raw_gold in zip(_texts(completions), golds, strict=True):
+        gold = gold_answer(raw_gold)
+        if gold is None:
+            out.append(None)
+            continue
+        cands = extract_answers(text)
+        ok = bool(cands) and all(answers_match(gold, c) for c in cands)
+        out.append(1.0 if ok else 0.0)
+    return out
+
+
+# ---------------------------------------------------------------------------- registry
+
+BUILTIN_REWARDS: dict[str, RewardFn] = {
+    "accuracy": accuracy_reward,
+    "format": format_reward,
+    "tag_count": tag_count_reward,
+}
+
+
+@dataclass(frozen=True)
+class RewardFunc:
+    name: str
+    fn: RewardFn
+    weight: float = 1.0
+
+
+def resolve_reward(spec: str) -> RewardFn:
+    """A builtin name (`accuracy`, `format`, `tag_count`, with or without `_reward`) or an
+    import path `module:function`. Errors are one line naming the spec."""
+    spec = spec.strip()
+    name = spec.removesuffix("_reward")
+    if ":" not in spec:
+        if name in BUILTIN_REWARDS:
+            return BUILTIN_REWARDS[name]
+        raise RewardSpecError(
+            f"reward {spec!r}: not a builtin ({', '.join(BUILTIN_REWARDS)}) "
+            "and not an import path 'module:function'"
+        )
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise RewardSpecError(f"reward {spec!r}: expected 'module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise RewardSpecError(
+            f"reward {spec!r}: cannot import {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise RewardSpecError(f"reward {spec!r}: {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise RewardSpecError(f"reward {spec!r}: {attr!r} is not callable")
+    return obj
+
+
+def _spec_name(spec: str) -> str:
+    return spec.strip().rpartition(":")[2].rpartition(".")[2].removesuffix("_reward")
+
+
+def load_reward_funcs(specs: Sequence[str | Mapping[str, Any]]) -> list[RewardFunc]:
+    """Resolve specs into weighted reward functions.
+
+    A spec is a string (weight 1) or a mapping {"spec" (or "fn"): str, "weight": float,
+    "name": str}. Names default to the function name and must be unique, since metrics are
+    keyed by them.
+    """
+    if not specs:
+        raise RewardSpecError("no reward functions given")
+    funcs: list[RewardFunc] = []
+    for item in specs:
+        if isinstance(item, str):
+            spec, weight, name = item, 1.0, None
+        elif isinstance(item, Mapping):
+            spec = item.get("spec", item.get("fn"))
+            if not isinstance(spec, str):
+                raise RewardSpecError(f"reward {dict(item)!r}: needs a 'spec' string")
+            weight, name = item.get("weight", 1.0), item.get("name")
+        else:
+            raise RewardSpecError(f"reward {item!r}: expected a string or a mapping")
+        try:
+            weight = float(weight)
+        except (TypeError, ValueError):
+            raise RewardSpecError(f"reward {spec!r}: weight {weight!r} is not a number") from None
+        if not math.isfinite(weight):
+            raise RewardSpecError(f"reward {spec!r}: weight {weight!r} is not finite")
+        funcs.append(RewardFunc(name or _spec_name(spec), resolve_reward(spec), weight))
+    names = [f.name for f in funcs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise RewardSpecError(f"duplicate reward names {dupes}: give each a distinct 'name'")
+    return funcs
+
+
+# ---------------------------------------------------------------------------- scoring
+
+
+def reward_columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """Dataset columns as TRL passes them to reward functions: one list per key, without
+    `prompt` (passed as `prompts`)."""
+    keys: list[str] = []
+    for row in rows:
+        keys.extend(k for k in row if k != "prompt" and k not in keys)
+    columns = {k: [row.get(k) for row in rows] for k in keys}
+    columns["prompts"] = [row.get("prompt") for row in rows]
+    return columns
+
+
+def score(
+    completions: Sequence[Any],
+    rows: Sequence[Mapping[str, Any]],
+    funcs: Sequence[RewardFunc],
+) -> tuple[list[float], dict[str, list[float]]]:
+    """Weighted total reward per completion and each function's raw values.
+
+    `rows[i]` is the dataset row that produced `completions[i]`. A None from a function means
+    "not applicable": it adds 0 to the total and is NaN in `per_func`, so `reward_stats`
+    leaves it out of that function's mean (TRL does the same).
+    """
+    if len(rows) != len(completions):
+        raise ValueError(f"{len(completions)} completions but {len(rows)} rows")
+    columns = reward_columns(rows)
+    total = [0.0] * len(completions)
+    per_func: dict[str, list[float]] = {}
+    for f in funcs:
+        values = f.fn(completions=list(completions), **columns)
+        if len(values) != len(completions):
+            raise ValueError(
+                f"reward {f.name!r} returned {len(values)} values for {len(completions)} inputs"
+            )
+        raw: list[float] = []
+        for i, v in enumerate(values):
+            x = math.nan if v is None else float(v)
+            if math.isinf(x):
+                raise ValueError(f"reward {f.name!r} returned {x} for completion {i}")
+            raw.append(x)
+            if not math.isnan(x):
+                total[i] += f.weight * x
+        per_func[f.name] = raw
+    return total, per_func
+
+
+def reward_stats(per_func: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    """`rewards/<name>/mean` and `/std` (population) per function, ignoring NaN (None) entries;
+    NaN when a function returned no values at all."""
+    stats: dict[str, float] = {}
+    for name, values in per_func.items():
+        xs = [v for v in values if not math.isnan(v)]
+        mean = sum(xs) / len(xs) if xs else math.nan
+        var = sum((x - mean) ** 2 for x in xs) / len(xs) if xs else math.nan
+        stats[f"rewards/{name}/mean"] = mean
+        stats[f"rewards/{name}/std"] = math.sqrt(var) if xs else math.nan
+    return stats
