@@ -1,0 +1,315 @@
+"""Live implementations of the controller's Protocols (Ray Serve, Ray autoscaler, GRPO jobs),
+plus the offline set `r1p control --dry-run` uses.
+
+Conventions other parts implement against:
+- A logical deployment D placed on pool P is the Serve deployment named `D@P`
+  (`serve_name`/`parse_serve_name`); its replicas carry resource `pool:P` (virtual nodes) or
+  `accelerator_type:X` (real GPUs).
+- A training job J is controlled through a named Ray actor `r1p-train-J` in namespace
+  `r1platform` with methods current_gpus() -> int, checkpoint_and_shrink(gpus) and
+  grow(gpus, pool). The GRPO trainer implements that side.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections import defaultdict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .controller import DeploymentLoad
+from .models import ACCELERATOR_LABEL, POOL_LABEL
+from .workloads import Workloads
+
+SEP = "@"
+NAMESPACE = "r1platform"
+ACTOR_NAME = "r1p-pools-controller"
+
+
+def serve_name(deployment: str, pool: str) -> str:
+    return f"{deployment}{SEP}{pool}"
+
+
+def parse_serve_name(name: str) -> tuple[str, str | None]:
+    d, sep, p = name.rpartition(SEP)
+    return (d, p) if sep else (name, None)
+
+
+# ---------------------------------------------------------------- load from Serve metrics
+def parse_serve_metrics(text: str) -> dict[str, tuple[float, float, float]]:
+    """Prometheus text -> logical deployment -> (requests_total, ongoing, queued).
+
+    Ray Serve exports serve_deployment_request_counter (per replica), serve_replica_processing_
+    queries (in flight per replica) and serve_deployment_queued_queries (waiting in routers);
+    Ray prefixes them with "ray_". Per-pool Serve deployments `D@P` are summed into D.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    acc: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+    col = {
+        "serve_deployment_request_counter": 0,
+        "serve_replica_processing_queries": 1,
+        "serve_deployment_queued_queries": 2,
+    }
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            name = s.name.removeprefix("ray_").removesuffix("_total")
+            if name not in col or "deployment" not in s.labels:
+                continue
+            d, _ = parse_serve_name(s.labels["deployment"])
+            acc[d][col[name]] += float(s.value)
+    return {d: (v[0], v[1], v[2]) for d, v in acc.items()}
+
+
+class MetricsLoadSource:
+    """LoadSource over Prometheus text endpoints: an explicit URL, or every Ray node's
+    metrics-export port. Request rate is the counter's delta between two reads."""
+
+    def __init__(self, url: str | None = None, timeout_s: float = 2.0) -> None:
+        self.url, self.timeout_s = url, timeout_s
+        self._prev: tuple[float, dict[str, float]] | None = None
+
+    def _urls(self) -> list[str]:
+        if self.url:
+            return [self.url]
+        import ray
+
+        return [f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics"
+                for n in ray.nodes() if n.get("Alive") and n.get("MetricsExportPort")]
+
+    def read(self) -> dict[str, DeploymentLoad]:
+        merged: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+        for url in self._urls():
+            try:
+                with urllib.request.urlopen(url, timeout=self.timeout_s) as r:
+                    text = r.read().decode()
+            except OSError:
+                continue  # a node that went away: its replicas are gone too
+            for d, vals in parse_serve_metrics(text).items():
+                for i, v in enumerate(vals):
+                    merged[d][i] += v
+        now = time.monotonic()
+        totals = {d: v[0] for d, v in merged.items()}
+        out = {}
+        for d, (total, ongoing, queued) in merged.items():
+            rate = 0.0
+            if self._prev is not None and now > self._prev[0]:
+                rate = max(total - self._prev[1].get(d, total), 0.0) / (now - self._prev[0])
+            out[d] = DeploymentLoad(ongoing=ongoing, queued=queued, request_rate=rate)
+        self._prev = (now, totals)
+        return out
+
+
+# ---------------------------------------------------------------- Serve replicas
+class RayServeActuator:
+    """Replica targets through Serve's declarative REST API (what KubeRay's RayService does):
+    read the applied config, set num_replicas of `D@P`, PUT it back."""
+
+    def __init__(self, dashboard: str = "http://127.0.0.1:8265") -> None:
+        from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+        self.client = ServeSubmissionClient(dashboard)
+
+    def _config(self) -> dict[str, Any]:
+        details = self.client.get_serve_details()
+        apps = []
+        for app in (details.get("applications") or {}).values():
+            cfg = app.get("deployed_app_config")
+            if cfg:
+                apps.append(cfg)
+        return {**{k: v for k, v in details.items() if k in ("http_options", "proxy_location")},
+                "applications": apps}
+
+    def current_replicas(self) -> dict[tuple[str, str], int]:
+        out = {}
+        for app in self._config()["applications"]:
+            for dep in app.get("deployments", []):
+                d, p = parse_serve_name(dep["name"])
+                if p is not None and isinstance(dep.get("num_replicas"), int):
+                    out[(d, p)] = dep["num_replicas"]
+        return out
+
+    def set_replicas(self, deployment: str, pool: str, replicas: int) -> None:
+        cfg = self._config()
+        name = serve_name(deployment, pool)
+        for app in cfg["applications"]:
+            for dep in app.get("deployments", []):
+                if dep["name"] == name:
+                    dep["num_replicas"] = int(replicas)
+                    dep.pop("autoscaling_config", None)  # the controller is the autoscaler
+                    self.client.deploy_applications(cfg)
+                    return
+        raise LookupError(f"Serve deployment {name!r} not found in any application")
+
+
+# ---------------------------------------------------------------- autoscaler capacity
+class RayAutoscalerCapacity:
+    """`ray.autoscaler.sdk.request_resources` with one bundle per node each pool should have;
+    a label selector pins the bundle to the pool's worker group (KubeRay scales that group)."""
+
+    def __init__(self, gpus_per_node: Mapping[str, int], gpu_of: Mapping[str, str],
+                 virtual: bool = True) -> None:
+        self.gpn, self.gpu_of, self.virtual = dict(gpus_per_node), dict(gpu_of), virtual
+
+    def bundles(self, gpus_by_pool: Mapping[str, int]) -> tuple[list[dict], list[dict]]:
+        bundles, selectors = [], []
+        for pool, gpus in sorted(gpus_by_pool.items()):
+            n = self.gpn.get(pool, 1)
+            for _ in range(-(-gpus // n)):
+                if self.virtual:
+                    bundles.append({f"pool:{pool}": float(n)})
+                    selectors.append({POOL_LABEL: pool})
+                else:
+                    bundles.append({"GPU": float(n)})
+                    selectors.append({ACCELERATOR_LABEL: self.gpu_of[pool], POOL_LABEL: pool})
+        return bundles, selectors
+
+    def request(self, gpus_by_pool: Mapping[str, int]) -> None:
+        from ray.autoscaler.sdk import request_resources
+
+        bundles, selectors = self.bundles(gpus_by_pool)
+        request_resources(bundles=bundles, bundle_label_selectors=selectors)
+
+
+# ---------------------------------------------------------------- training jobs
+class RayActorTraining:
+    """TrainingActuator over each job's named control actor (see module docstring)."""
+
+    def _actor(self, job: str):
+        import ray
+
+        try:
+            return ray.get_actor(f"r1p-train-{job}", namespace=NAMESPACE)
+        except ValueError:
+            return None
+
+    def current_gpus(self, job: str) -> int:
+        import ray
+
+        a = self._actor(job)
+        return int(ray.get(a.current_gpus.remote(), timeout=10)) if a else 0
+
+    def request_checkpoint_and_shrink(self, job: str, gpus: int) -> None:
+        a = self._actor(job)
+        if a:
+            a.checkpoint_and_shrink.remote(int(gpus))
+
+    def grow(self, job: str, gpus: int, pool: str) -> None:
+        a = self._actor(job)
+        if a:
+            a.grow.remote(int(gpus), pool)
+
+
+# ---------------------------------------------------------------- offline (dry run)
+class StaticLoad:
+    """The workloads file's request rates as if measured (no queue)."""
+
+    def __init__(self, workloads: Workloads) -> None:
+        self.rates = {w.name: w.request_rate for w in workloads.serving}
+
+    def read(self) -> dict[str, DeploymentLoad]:
+        return {d: DeploymentLoad(0.0, 0.0, r) for d, r in self.rates.items()}
+
+
+class MemoryServe:
+    def __init__(self) -> None:
+        self.replicas: dict[tuple[str, str], int] = {}
+
+    def current_replicas(self) -> dict[tuple[str, str], int]:
+        return {k: v for k, v in self.replicas.items() if v > 0}
+
+    def set_replicas(self, deployment: str, pool: str, replicas: int) -> None:
+        self.replicas[(deployment, pool)] = replicas
+
+
+class MemoryCapacity:
+    def __init__(self) -> None:
+        self.requested: dict[str, int] = {}
+
+    def request(self, gpus_by_pool: Mapping[str, int]) -> None:
+        self.requested = dict(gpus_by_pool)
+
+
+class MemoryTraining:
+    """Jobs that checkpoint and release after `release_after` reads of current_gpus."""
+
+    def __init__(self, release_after: int = 1) -> None:
+        self.gpus: dict[str, int] = {}
+        self.pool: dict[str, str] = {}
+        self.pending: dict[str, list[int]] = {}
+        self.checkpoints: dict[str, int] = defaultdict(int)
+        self.release_after = release_after
+
+    def current_gpus(self, job: str) -> int:
+        if job in self.pending:
+            target, left = self.pending[job]
+            if left <= 0:
+                self.gpus[job] = target
+                del self.pending[job]
+            else:
+                self.pending[job] = [target, left - 1]
+        return self.gpus.get(job, 0)
+
+    def request_checkpoint_and_shrink(self, job: str, gpus: int) -> None:
+        self.checkpoints[job] += 1
+        self.pending[job] = [gpus, self.release_after]
+
+    def grow(self, job: str, gpus: int, pool: str) -> None:
+        self.gpus[job] = gpus
+        self.pool[job] = pool
+
+
+def offline(workloads: Workloads):
+    return StaticLoad(workloads), MemoryServe(), MemoryCapacity(), MemoryTraining()
+
+
+def live(address: str, metrics_url: str | None, dashboard: str = "http://127.0.0.1:8265"):
+    import ray
+
+    from .inventory import from_ray_live
+
+    ray.init(address=address, namespace=NAMESPACE, ignore_reinit_error=True,
+             logging_level="ERROR")
+    pools = from_ray_live()
+    virtual = not any("GPU" in (n.get("Resources") or {}) for n in ray.nodes())
+    cap = RayAutoscalerCapacity({p.name: p.gpus_per_node for p in pools},
+                                {p.name: p.gpu for p in pools}, virtual=virtual)
+    return MetricsLoadSource(metrics_url), RayServeActuator(dashboard), cap, RayActorTraining()
+
+
+def start_controller_actor(pools: Path, workloads: Path, cfg, *, address: str | None,
+                           metrics_url: str | None, record_path: Path | None) -> str:
+    """Run the loop as a detached Ray actor (survives the CLI; one per cluster)."""
+    import ray
+
+    ray.init(address=address or "auto", namespace=NAMESPACE, ignore_reinit_error=True,
+             logging_level="ERROR")
+    pools_text, wl_text = Path(pools).read_text(), Path(workloads).read_text()
+
+    @ray.remote(num_cpus=0)
+    class ControllerActor:
+        def __init__(self) -> None:
+            import tempfile
+
+            from .controller import Controller
+            from .models import load_fleet
+            from .workloads import load_workloads
+
+            d = Path(tempfile.mkdtemp())
+            (d / "pools.yaml").write_text(pools_text)
+            (d / "workloads.yaml").write_text(wl_text)
+            fleet = load_fleet(d / "pools.yaml")
+            wl = load_workloads(d / "workloads.yaml", fleet.catalog)
+            parts = live("auto", metrics_url)
+            self.ctl = Controller(fleet, wl, *parts, cfg,
+                                  record_path=str(record_path) if record_path else None)
+
+        def run(self) -> None:
+            self.ctl.run()
+
+    a = ControllerActor.options(name=ACTOR_NAME, lifetime="detached",
+                                get_if_exists=True).remote()
+    a.run.remote()
+    return ACTOR_NAME

@@ -1,0 +1,142 @@
+"""`r1p plan`, `r1p control` and `r1p decisions`, registered on the top-level typer app.
+
+Bad input prints one red line and exits 1 (2 for an infeasible plan), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from .errors import InfeasibleError, PoolsError
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+
+
+def _fail(e: Exception, code: int = 1) -> typer.Exit:
+    msg = str(e).replace("[", r"\[")  # rich markup would eat "[...]" in messages
+    err.print(f"[bold red]error:[/bold red] [red]{msg}[/red]", highlight=False)
+    return typer.Exit(code)
+
+
+PoolsOpt = Annotated[Path, typer.Option("--pools", "-p", help="Pools YAML.")]
+WorkloadsOpt = Annotated[Path, typer.Option("--workloads", "-w", help="Workloads YAML.")]
+
+
+def plan_cmd(
+    pools: PoolsOpt,
+    workloads: WorkloadsOpt,
+    format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+    time_limit: Annotated[float, typer.Option(help="ILP time limit (s); greedy after.")] = 10.0,
+    greedy: Annotated[bool, typer.Option(help="Skip the ILP (heuristic only).")] = False,
+) -> None:
+    """Solve the cost-optimal placement of serving and training on the GPU pools."""
+    from .models import load_fleet
+    from .planner import plan
+    from .render import plan_tables
+    from .workloads import load_workloads
+
+    try:
+        fleet = load_fleet(pools)
+        wl = load_workloads(workloads, fleet.catalog)
+        p = plan(fleet, wl, time_limit_s=time_limit, method="greedy" if greedy else "ilp")
+    except InfeasibleError as e:
+        if format is Format.json:
+            print(json.dumps({"feasible": False, "error": str(e), "missing": e.missing}))
+        raise _fail(e, 2) from None
+    except PoolsError as e:
+        raise _fail(e) from None
+    if format is Format.json:
+        print(json.dumps(p.to_json(), indent=2))
+    else:
+        out.print(plan_tables(p, wl))
+
+
+def control_cmd(
+    pools: PoolsOpt,
+    workloads: WorkloadsOpt,
+    interval: Annotated[float, typer.Option(help="Seconds between reconcile cycles.")] = 30.0,
+    once: Annotated[bool, typer.Option(help="Run one cycle and exit.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Plan and record, act on nothing.")] = False,
+    address: Annotated[str | None, typer.Option(help="Ray address (live mode).")] = None,
+    metrics_url: Annotated[str | None, typer.Option(help="Prometheus text endpoint with "
+                                                    "Ray Serve metrics.")] = None,
+    actor: Annotated[bool, typer.Option(help="Run the loop as a detached Ray actor.")] = False,
+    decisions_file: Annotated[Path | None, typer.Option("--decisions-file")] = None,
+) -> None:
+    """Run the reconcile loop: live load -> plan -> Serve replicas, autoscaler, training."""
+    from . import actuators
+    from .controller import Controller, ControllerConfig
+    from .models import load_fleet
+    from .workloads import load_workloads
+
+    try:
+        fleet = load_fleet(pools)
+        wl = load_workloads(workloads, fleet.catalog)
+        cfg = ControllerConfig(interval_s=interval)
+        if actor:
+            name = actuators.start_controller_actor(pools, workloads, cfg, address=address,
+                                                    metrics_url=metrics_url,
+                                                    record_path=decisions_file)
+            out.print(f"controller actor {name!r} started (interval {interval:g}s)")
+            return
+        if dry_run or address is None:
+            parts = actuators.offline(wl)
+            dry = True
+        else:
+            parts = actuators.live(address, metrics_url)
+            dry = False
+        ctl = Controller(fleet, wl, *parts, cfg, dry_run=dry,
+                         record_path=str(decisions_file) if decisions_file else None)
+        if once:
+            ds = ctl.step()
+            p = ctl.last_plan
+            cost = f"${p.cost_per_hour:,.2f}/hour" if p else "no plan"
+            out.print(f"cycle 1: {len(ds)} decision(s){' (dry run)' if dry else ''}; plan {cost}")
+            return
+        ctl.run()
+    except PoolsError as e:
+        raise _fail(e) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+def decisions_cmd(
+    last: Annotated[int, typer.Option("--last", "-n", help="How many to show.")] = 20,
+    decisions_file: Annotated[Path | None, typer.Option("--decisions-file")] = None,
+    format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+) -> None:
+    """Show the controller's last N decisions from the local record."""
+    from dataclasses import asdict
+
+    from . import decisions as rec
+    from .render import decisions_table
+
+    if last < 1:
+        raise _fail(ValueError(f"--last must be >= 1, got {last}"))
+    ds = rec.read_last(last, decisions_file)
+    if format is Format.json:
+        print(json.dumps([asdict(d) for d in ds], indent=2))
+        return
+    if not ds:
+        out.print(f"no decisions recorded yet in {decisions_file or rec.default_path()}")
+        return
+    out.print(decisions_table(ds))
+
+
+def register(app: typer.Typer) -> None:
+    """Add plan, control and decisions to the top-level `r1p` app."""
+    app.command("plan")(plan_cmd)
+    app.command("control")(control_cmd)
+    app.command("decisions")(decisions_cmd)

@@ -1,0 +1,368 @@
+"""Reconcile loop: live load -> plan -> actions on Serve, the autoscaler and training.
+
+The decision logic is pure (`target_rates`, `decide`); IO sits behind four small Protocols so
+the same loop runs against Ray Serve / the Ray autoscaler / GRPO jobs, against in-memory fakes in
+tests, and inside the simulator. Every cycle is one `pools.reconcile` span with `pools.plan`,
+`pools.scale`, `pools.reclaim` and `pools.lend` children, and each action is appended to the
+local decisions record.
+
+Safety rules the logic enforces:
+- serving never takes GPUs training still holds: it asks the job to checkpoint and shrink, and
+  only uses those GPUs on a later cycle, after the job has released them;
+- training is never killed: the only way down is request_checkpoint_and_shrink;
+- hysteresis on the demand estimate and cooldowns on scale-down and on lending GPUs back keep
+  load noise from flapping replicas or bouncing a job.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from r1platform.telemetry import get_tracer, set_attributes
+
+from . import decisions as rec
+from .errors import PoolsError
+from .models import Fleet
+from .planner import Plan, plan
+from .workloads import Workloads
+
+TRACER = "r1platform.pools"
+
+
+@dataclass(frozen=True)
+class DeploymentLoad:
+    ongoing: float  # requests in flight on replicas
+    queued: float  # requests waiting for a replica
+    request_rate: float  # arrivals per second, recent window
+
+
+class LoadSource(Protocol):
+    def read(self) -> dict[str, DeploymentLoad]: ...
+
+
+class ServeActuator(Protocol):
+    def current_replicas(self) -> dict[tuple[str, str], int]:
+        """(deployment, pool) -> running replica target."""
+        ...
+
+    def set_replicas(self, deployment: str, pool: str, replicas: int) -> None: ...
+
+
+class CapacityActuator(Protocol):
+    def request(self, gpus_by_pool: Mapping[str, int]) -> None:
+        """Ask the autoscaler to keep this many GPUs per pool (replaces the previous ask)."""
+        ...
+
+
+class TrainingActuator(Protocol):
+    def current_gpus(self, job: str) -> int: ...
+
+    def request_checkpoint_and_shrink(self, job: str, gpus: int) -> None:
+        """Checkpoint, then release GPUs down to `gpus` (0 = suspend after checkpoint).
+        Asynchronous: current_gpus drops once the release has happened."""
+        ...
+
+    def grow(self, job: str, gpus: int, pool: str) -> None: ...
+
+
+@dataclass
+class ControllerConfig:
+    interval_s: float = 30.0
+    headroom: float = 0.15  # plan for this much above the estimated rate
+    up_threshold: float = 0.05  # re-target up when demand exceeds the target by this fraction
+    down_threshold: float = 0.20  # ... and down only when it falls this far below
+    down_cooldown_s: float = 300.0  # no scale-down sooner than this after a scale-up
+    lend_cooldown_s: float = 120.0  # no lending to a job sooner than this after reclaiming
+    queue_drain_s: float = 30.0  # queued requests should drain within this time
+    plan_time_limit_s: float = 5.0
+
+
+@dataclass
+class Memory:
+    """What the loop remembers between cycles (the only mutable state of the policy)."""
+
+    rates: dict[str, float] = field(default_factory=dict)
+    last_up: dict[str, float] = field(default_factory=dict)
+    last_reclaim: dict[str, float] = field(default_factory=dict)
+    pending_shrink: dict[str, int] = field(default_factory=dict)
+    job_pool: dict[str, str] = field(default_factory=dict)
+    cycle: int = 0
+
+
+def demand(load: DeploymentLoad, cfg: ControllerConfig) -> float:
+    """Rate to provision for: arrivals plus what it takes to drain the queue, plus headroom."""
+    return (load.request_rate + load.queued / cfg.queue_drain_s) * (1 + cfg.headroom)
+
+
+def target_rates(
+    loads: Mapping[str, DeploymentLoad],
+    mem: Memory,
+    now: float,
+    cfg: ControllerConfig,
+    defaults: Mapping[str, float],
+) -> dict[str, float]:
+    """Hysteresis: move up at once when demand passes the band, down only after the cooldown
+    and when it falls well below; otherwise keep the previous target."""
+    out = {}
+    for name, default in defaults.items():
+        prev = mem.rates.get(name)
+        load = loads.get(name)
+        want = demand(load, cfg) if load is not None else default
+        up = prev is None or want > prev * (1 + cfg.up_threshold)
+        cooled = now - mem.last_up.get(name, -1e18) >= cfg.down_cooldown_s
+        down = prev is not None and want < prev * (1 - cfg.down_threshold) and cooled
+        if up or down:
+            out[name] = want
+        else:
+            out[name] = prev
+    return out
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # scale | reclaim | lend
+    target: str
+    pool: str
+    gpu: str
+    before: int
+    after: int
+    reason: str
+
+
+def decide(
+    fleet: Fleet,
+    p: Plan,
+    serving_now: Mapping[tuple[str, str], int],
+    training_now: Mapping[str, int],
+    mem: Memory,
+    now: float,
+    cfg: ControllerConfig,
+) -> list[Action]:
+    """Actions that move the cluster toward `p` without ever over-committing a pool."""
+    gpu_of = {q.name: q.gpu for q in fleet.pools}
+    cap = {q.name: q.gpus_capacity for q in fleet.pools}
+    per_replica = {(o.deployment, o.pool): o.gpus_per_replica for o in p.options}
+    for s in p.serving:  # the layout the plan chose wins over other TP options
+        per_replica[(s.deployment, s.pool)] = s.gpus // max(s.replicas, 1)
+    want_s = p.replicas()
+    job_pool_plan = {t.job: t.pool for t in p.training}
+    want_t = p.training_gpus()
+
+    used = {q: 0 for q in cap}
+    for (d, q), n in serving_now.items():
+        if q in used:
+            used[q] += n * per_replica.get((d, q), 1)
+    for job, g in training_now.items():
+        q = mem.job_pool.get(job) or job_pool_plan.get(job)
+        if q in used:
+            used[q] += g
+
+    actions: list[Action] = []
+    # 1. Serving scale-downs first: they free GPUs for scale-ups in the same cycle.
+    keys = sorted(set(serving_now) | set(want_s))
+    for d, q in keys:
+        before, after = serving_now.get((d, q), 0), want_s.get((d, q), 0)
+        if after < before:
+            if now - mem.last_up.get(d, -1e18) < cfg.down_cooldown_s:
+                continue
+            actions.append(Action("scale", d, q, gpu_of.get(q, "?"), before, after,
+                                  f"demand {mem.rates.get(d, 0):.2f} rps needs fewer replicas"))
+            used[q] -= (before - after) * per_replica.get((d, q), 1)
+    # 2. Reclaim: jobs the plan shrinks (serving needs their GPUs, or a higher priority job).
+    for job in sorted(training_now):
+        before, after = training_now[job], want_t.get(job, 0)
+        q = mem.job_pool.get(job) or job_pool_plan.get(job)
+        if q is None or after >= before:
+            continue
+        if job_pool_plan.get(job) not in (None, q):
+            after = 0  # moving pools: release everything here, grow in the new pool later
+        if mem.pending_shrink.get(job) == after:
+            continue  # already asked; waiting for the checkpoint to finish
+        actions.append(Action("reclaim", job, q, gpu_of.get(q, "?"), before, after,
+                              "serving needs GPUs; checkpoint then release"))
+    # 3. Serving scale-ups, limited to GPUs free now (reclaimed GPUs arrive next cycle).
+    for d, q in keys:
+        before, after = serving_now.get((d, q), 0), want_s.get((d, q), 0)
+        if after <= before:
+            continue
+        room = (cap[q] - used[q]) // per_replica[(d, q)]
+        grant = min(after, before + max(room, 0))
+        if grant > before:
+            reason = f"demand {mem.rates.get(d, 0):.2f} rps"
+            if grant < after:
+                reason += f"; {after - grant} more replicas once training releases GPUs"
+            actions.append(Action("scale", d, q, gpu_of[q], before, grant, reason))
+            used[q] += (grant - before) * per_replica[(d, q)]
+    # 4. Lend: grow jobs into what is still free, after the reclaim cooldown.
+    for job in sorted(want_t):
+        q = job_pool_plan[job]
+        before = training_now.get(job, 0) if mem.job_pool.get(job, q) == q else 0
+        after = want_t[job]
+        if after <= before or job in mem.pending_shrink:
+            continue
+        if now - mem.last_reclaim.get(job, -1e18) < cfg.lend_cooldown_s:
+            continue
+        grant = min(after, before + max(cap[q] - used[q], 0))
+        if grant > before:
+            actions.append(Action("lend", job, q, gpu_of[q], before, grant,
+                                  "idle serving GPUs lent to training"))
+            used[q] += grant - before
+    return actions
+
+
+def serving_cost(p: Plan, replicas: Mapping[tuple[str, str], int]) -> float:
+    per = {(o.deployment, o.pool): o.replica_cost_per_hour for o in p.options}
+    for s in p.serving:
+        per[(s.deployment, s.pool)] = s.cost_per_hour / max(s.replicas, 1)
+    return float(sum(n * per.get(k, 0.0) for k, n in replicas.items()))
+
+
+class Controller:
+    """One reconcile cycle per `step()`; `run()` repeats it every interval."""
+
+    def __init__(
+        self,
+        fleet: Fleet | Callable[[], Fleet],
+        workloads: Workloads,
+        load: LoadSource,
+        serve: ServeActuator,
+        capacity: CapacityActuator,
+        training: TrainingActuator,
+        cfg: ControllerConfig | None = None,
+        *,
+        record_path: str | None = None,
+        record: bool = True,
+        clock: Callable[[], float] = time.time,
+        dry_run: bool = False,
+    ) -> None:
+        self._fleet = fleet
+        self.workloads = workloads
+        self.load, self.serve, self.capacity, self.training = load, serve, capacity, training
+        self.cfg = cfg or ControllerConfig()
+        self.mem = Memory()
+        self.record_path, self.record = record_path, record
+        self.clock, self.dry_run = clock, dry_run
+        self.last_plan: Plan | None = None
+        self.tracer = get_tracer(TRACER)
+
+    def fleet(self) -> Fleet:
+        return self._fleet() if callable(self._fleet) else self._fleet
+
+    def step(self) -> list[rec.Decision]:
+        now = self.clock()
+        self.mem.cycle += 1
+        fleet = self.fleet()
+        with self.tracer.start_as_current_span("pools.reconcile") as root:
+            loads = self.load.read()
+            serving_now = self.serve.current_replicas()
+            training_now = {j.name: self.training.current_gpus(j.name)
+                            for j in self.workloads.training}
+            for job, pending in list(self.mem.pending_shrink.items()):
+                if training_now.get(job, 0) <= pending:
+                    del self.mem.pending_shrink[job]  # the job checkpointed and released
+            defaults = {w.name: w.request_rate for w in self.workloads.serving}
+            rates = target_rates(loads, self.mem, now, self.cfg, defaults)
+            for name, r in rates.items():
+                if r > self.mem.rates.get(name, r - 1):
+                    self.mem.last_up[name] = now
+            self.mem.rates = rates
+
+            with self.tracer.start_as_current_span("pools.plan") as ps:
+                try:
+                    p = plan(fleet, self.workloads, rates=rates,
+                             time_limit_s=self.cfg.plan_time_limit_s)
+                except PoolsError as e:
+                    set_attributes(ps, {"feasible": False, "reason": str(e)})
+                    set_attributes(root, {"cycle": self.mem.cycle, "error": str(e)})
+                    d = self._decision("plan", "fleet", None, None, 0, 0, str(e), None, None,
+                                       root)
+                    self._write([d])
+                    return [d]
+                set_attributes(ps, {
+                    "feasible": True, "method": p.solver.get("method", ""),
+                    "solve_s": float(p.solver.get("time_s", 0.0)),
+                    "cost_per_hour_after": p.cost_per_hour,
+                    "rates": ",".join(f"{k}={v:.3f}" for k, v in sorted(rates.items())),
+                })
+            self.last_plan = p
+            cost_before = serving_cost(p, serving_now)
+            actions = decide(fleet, p, serving_now, training_now, self.mem, now, self.cfg)
+
+            after = dict(serving_now)
+            for a in actions:
+                if a.kind == "scale":
+                    after[(a.target, a.pool)] = a.after
+            cost_after = serving_cost(p, after)
+            out = []
+            for a in actions:
+                span = {"scale": "pools.scale", "reclaim": "pools.reclaim",
+                        "lend": "pools.lend"}[a.kind]
+                with self.tracer.start_as_current_span(span) as s:
+                    attrs = {
+                        "pool": a.pool, "gpu": a.gpu,
+                        ("deployment" if a.kind == "scale" else "job"): a.target,
+                        "before": a.before, "after": a.after, "reason": a.reason,
+                        "cost_per_hour_before": cost_before, "cost_per_hour_after": cost_after,
+                        "dry_run": self.dry_run,
+                    }
+                    set_attributes(s, attrs)
+                    self._apply(a, now)
+                    out.append(self._decision(a.kind, a.target, a.pool, a.gpu, a.before,
+                                              a.after, a.reason, cost_before, cost_after, s))
+            self._request_capacity(fleet, p)
+            set_attributes(root, {
+                "cycle": self.mem.cycle, "actions": len(out),
+                "cost_per_hour_before": cost_before, "cost_per_hour_after": cost_after,
+                "plan_cost_per_hour": p.cost_per_hour,
+            })
+            self._write(out)
+            return out
+
+    def _apply(self, a: Action, now: float) -> None:
+        if self.dry_run:
+            return
+        if a.kind == "scale":
+            self.serve.set_replicas(a.target, a.pool, a.after)
+            if a.after > a.before:
+                self.mem.last_up[a.target] = now
+        elif a.kind == "reclaim":
+            self.training.request_checkpoint_and_shrink(a.target, a.after)
+            self.mem.pending_shrink[a.target] = a.after
+            self.mem.last_reclaim[a.target] = now
+        else:
+            self.training.grow(a.target, a.after, a.pool)
+            self.mem.job_pool[a.target] = a.pool
+
+    def _request_capacity(self, fleet: Fleet, p: Plan) -> None:
+        want = {u.pool: u.gpus_serving + u.gpus_training for u in p.pools}
+        with self.tracer.start_as_current_span("pools.capacity") as s:
+            set_attributes(s, {"gpus": ",".join(f"{k}={v}" for k, v in sorted(want.items()))})
+            if not self.dry_run:
+                self.capacity.request(want)
+
+    def _decision(self, kind, target, pool, gpu, before, after, reason, cb, ca, span):
+        ctx = span.get_span_context()
+        return rec.Decision(
+            ts=self.clock(), cycle=self.mem.cycle, kind=kind, target=target, pool=pool, gpu=gpu,
+            before=before, after=after, reason=reason, cost_per_hour_before=cb,
+            cost_per_hour_after=ca, applied=not self.dry_run,
+            trace_id=f"{ctx.trace_id:032x}" if ctx and ctx.trace_id else None,
+        )
+
+    def _write(self, ds: list[rec.Decision]) -> None:
+        if self.record:
+            rec.append(ds, self.record_path)
+
+    def run(self, *, once: bool = False, max_cycles: int | None = None,
+            sleep: Callable[[float], None] = time.sleep) -> None:
+        n = 0
+        while True:
+            started = time.monotonic()
+            self.step()
+            n += 1
+            if once or (max_cycles is not None and n >= max_cycles):
+                return
+            sleep(max(self.cfg.interval_s - (time.monotonic() - started), 0.0))

@@ -1,0 +1,73 @@
+"""Local record of controller decisions (JSONL), rendered by `r1p decisions`.
+
+Spans go to whatever OTLP collector is configured; this file is the record that is always
+there, so an operator can ask "why did serving grow at 10:02" without a tracing backend.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+_lock = threading.Lock()
+
+
+@dataclass
+class Decision:
+    ts: float
+    cycle: int
+    kind: str  # scale | reclaim | lend | capacity | plan
+    target: str  # deployment, job or pool the decision acts on
+    pool: str | None
+    gpu: str | None
+    before: float
+    after: float
+    reason: str
+    cost_per_hour_before: float | None = None
+    cost_per_hour_after: float | None = None
+    applied: bool = True
+    trace_id: str | None = None
+
+
+def state_dir() -> Path:
+    base = os.environ.get("R1P_STATE_DIR") or os.environ.get("R1P_CACHE_DIR")
+    return Path(base) if base else Path.home() / ".cache" / "r1platform"
+
+
+def default_path() -> Path:
+    return state_dir() / "decisions.jsonl"
+
+
+def append(decisions: Iterable[Decision], path: str | Path | None = None) -> None:
+    p = Path(path) if path else default_path()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps(asdict(d), sort_keys=True) + "\n" for d in decisions)
+    if not lines:
+        return
+    with _lock, p.open("a") as f:
+        f.write(lines)
+
+
+def read_last(n: int, path: str | Path | None = None) -> list[Decision]:
+    """The last n decisions, oldest first; unreadable lines (a torn write) are skipped."""
+    p = Path(path) if path else default_path()
+    if not p.exists():
+        return []
+    tail: deque[str] = deque(maxlen=max(n, 0))
+    with p.open() as f:
+        for line in f:
+            tail.append(line)
+    out = []
+    fields = set(Decision.__dataclass_fields__)
+    for line in tail:
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        out.append(Decision(**{k: v for k, v in raw.items() if k in fields}))
+    return out

@@ -1,0 +1,515 @@
+"""Cost-optimal placement: which pool serves each deployment with what TP/PP and how many
+replicas, then which leftover GPUs each training job may borrow.
+
+Lexicographic objective, solved as a sequence of exact ILPs (scipy.optimize.milp / HiGHS):
+  1. minimise serving $/hour subject to every demand and pool capacity;
+  2. with serving cost held at its optimum, maximise training GPUs, one priority level at a time
+     (highest first), each level's optimum then held fixed.
+Variables are aggregated: integer replicas per (deployment, pool, TP/PP option) and integer GPUs
+per (job, pool) with one binary per (job, pool) (a job runs in one pool), so model size does not
+grow with the fleet's GPU count. A greedy heuristic answers when HiGHS finds nothing in time.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.sparse import coo_array
+
+from . import fit as fitmod
+from .errors import FitError, InfeasibleError
+from .models import Fleet, Pool
+from .workloads import ServingWorkload, TrainingJob, Workloads
+
+# Mixed precision AdamW under FSDP: bf16 weights + grads (4 B/param) + fp32 master, m, v
+# (12 B/param), sharded over the job's GPUs (ZeRO-3 / FSDP full shard). Activations excluded.
+TRAIN_BYTES_PER_PARAM = 16.0
+
+
+@dataclass(frozen=True)
+class Option:
+    deployment: str
+    pool: str
+    gpu: str
+    tp: int
+    pp: int
+    gpus_per_replica: int
+    replica_capacity_rps: float
+    replica_cost_per_hour: float
+    batch: int
+    tpot_s: float
+    prefill_s: float
+    source: str
+
+    @property
+    def cost_per_rps(self) -> float:
+        return self.replica_cost_per_hour / self.replica_capacity_rps
+
+
+@dataclass
+class ServingAssignment:
+    deployment: str
+    pool: str
+    gpu: str
+    replicas: int
+    tp: int
+    pp: int
+    gpus: int
+    capacity_rps: float
+    cost_per_hour: float
+
+
+@dataclass
+class TrainingAssignment:
+    job: str
+    pool: str
+    gpus: int
+
+
+@dataclass
+class PoolUsage:
+    pool: str
+    gpu: str
+    gpus_capacity: int
+    gpus_serving: int
+    gpus_training: int
+    gpus_free: int
+
+
+@dataclass
+class Plan:
+    feasible: bool
+    cost_per_hour: float
+    serving: list[ServingAssignment] = field(default_factory=list)
+    training: list[TrainingAssignment] = field(default_factory=list)
+    pools: list[PoolUsage] = field(default_factory=list)
+    options: list[Option] = field(default_factory=list)
+    missing: list[dict] = field(default_factory=list)
+    binding: list[str] = field(default_factory=list)
+    solver: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["cost_per_hour"] = round(self.cost_per_hour, 6)
+        for s in d["serving"]:
+            s["capacity_rps"] = round(s["capacity_rps"], 6)
+            s["cost_per_hour"] = round(s["cost_per_hour"], 6)
+        d["options"] = [
+            {
+                "deployment": o.deployment, "pool": o.pool, "gpu": o.gpu, "tp": o.tp, "pp": o.pp,
+                "gpus_per_replica": o.gpus_per_replica,
+                "replica_capacity_rps": round(o.replica_capacity_rps, 6),
+                "replica_cost_per_hour": round(o.replica_cost_per_hour, 6),
+                "batch": o.batch, "tpot_s": round(o.tpot_s, 6), "prefill_s": round(o.prefill_s, 6),
+                "source": o.source,
+            }
+            for o in self.options
+        ]
+        return d
+
+    def replicas(self) -> dict[tuple[str, str], int]:
+        return {(s.deployment, s.pool): s.replicas for s in self.serving}
+
+    def training_gpus(self) -> dict[str, int]:
+        out: dict[str, int] = defaultdict(int)
+        for t in self.training:
+            out[t.job] += t.gpus
+        return dict(out)
+
+
+Profiles = Mapping[tuple[str, str, int, int], float]  # (model, gpu, tp, pp) -> measured rps
+
+
+def build_options(
+    fleet: Fleet, serving: Sequence[ServingWorkload], profiles: Profiles | None = None
+) -> list[Option]:
+    """Every feasible (deployment, pool, TP/PP) replica layout, with its capacity and price."""
+    profiles = profiles or {}
+    out: list[Option] = []
+    for w in serving:
+        spec = fitmod.model_spec(w.model)
+        for pool in fleet.pools:
+            if w.gpu_types and pool.gpu not in w.gpu_types:
+                continue
+            gpu = fleet.catalog[pool.gpu]
+            price = fleet.price(pool)
+            for f in fitmod.fits(spec, gpu, pool.gpus_per_node, pool.max_nodes or 0, w.kv_tokens()):
+                if f.gpus > pool.gpus_capacity:
+                    continue
+                t = fitmod.estimate(
+                    spec, gpu, f, w.avg_input_tokens, w.avg_output_tokens, w.slo.slo(),
+                    profiles.get((spec.name, gpu.name, f.tp, f.pp)),
+                )
+                if t is None or t.capacity_rps <= 0:
+                    continue
+                out.append(Option(
+                    w.name, pool.name, pool.gpu, f.tp, f.pp, f.gpus, t.capacity_rps,
+                    price * f.gpus, t.batch, t.tpot_s, t.prefill_s, t.source,
+                ))
+    return out
+
+
+def prune(options: Sequence[Option]) -> list[Option]:
+    """Per (deployment, pool) keep the option with the best cost per rps and the smallest one.
+
+    Within one pool the price per GPU is fixed, so the best cost/rps option also uses the fewest
+    pool GPUs per rps: it dominates the others except for rounding, which the smallest replica
+    serves best. Two options per pair keep the ILP small without losing any rounding freedom
+    that matters in practice (bench/planner.py checks this against brute force).
+    """
+    groups: dict[tuple[str, str], list[Option]] = defaultdict(list)
+    for o in options:
+        groups[(o.deployment, o.pool)].append(o)
+    kept: list[Option] = []
+    for key in sorted(groups):
+        opts = groups[key]
+        best = min(opts, key=lambda o: (o.cost_per_rps, o.gpus_per_replica))
+        small = min(opts, key=lambda o: (o.gpus_per_replica, o.cost_per_rps))
+        kept.append(best)
+        if small is not best and small.cost_per_rps < best.cost_per_rps * 1.5:
+            kept.append(small)
+    return kept
+
+
+def _training_pools(job: TrainingJob, fleet: Fleet) -> list[Pool]:
+    """Pools a job may use: allowed types, room for its minimum, and enough memory in total."""
+    spec = fitmod.model_spec(job.model)
+    need = spec.params * TRAIN_BYTES_PER_PARAM
+    out = []
+    for p in fleet.pools:
+        if job.gpu_types and p.gpu not in job.gpu_types:
+            continue
+        if p.gpus_capacity < max(job.gpus.min, 1):
+            continue
+        per_gpu = fitmod.usable_bytes(fleet.catalog[p.gpu])
+        if max(job.gpus.min, 1) * per_gpu < need and job.gpus.max * per_gpu < need:
+            continue
+        out.append(p)
+    return out
+
+
+class _Model:
+    """Sparse MILP builder: columns are variables, rows are constraints."""
+
+    def __init__(self) -> None:
+        self.lb: list[float] = []
+        self.ub: list[float] = []
+        self.rows: list[tuple[dict[int, float], float, float]] = []
+
+    def var(self, lb: float, ub: float) -> int:
+        self.lb.append(lb)
+        self.ub.append(ub)
+        return len(self.lb) - 1
+
+    def row(self, coefs: dict[int, float], lo: float, hi: float) -> None:
+        self.rows.append((coefs, lo, hi))
+
+    def solve(self, c: np.ndarray, time_limit: float, gap: float):
+        n = len(self.lb)
+        r, cidx, vals = [], [], []
+        for i, (coefs, _, _) in enumerate(self.rows):
+            for j, v in coefs.items():
+                r.append(i)
+                cidx.append(j)
+                vals.append(v)
+        a = coo_array((vals, (r, cidx)), shape=(len(self.rows), n)).tocsr()
+        lo = np.array([x[1] for x in self.rows])
+        hi = np.array([x[2] for x in self.rows])
+        cons = [LinearConstraint(a, lo, hi)] if self.rows else []
+        return milp(
+            c, integrality=np.ones(n), bounds=Bounds(np.array(self.lb), np.array(self.ub)),
+            constraints=cons,
+            options={"time_limit": max(time_limit, 0.05), "mip_rel_gap": gap, "presolve": True},
+        )
+
+
+def _round(x: np.ndarray) -> np.ndarray:
+    return np.rint(x).astype(int)
+
+
+def plan(
+    fleet: Fleet,
+    workloads: Workloads,
+    *,
+    profiles: Profiles | None = None,
+    time_limit_s: float = 10.0,
+    method: str = "ilp",
+    mip_gap: float = 1e-6,
+    rates: Mapping[str, float] | None = None,
+) -> Plan:
+    """Solve the placement. `rates` overrides request_rate per deployment (the controller passes
+    live load). Raises FitError / InfeasibleError with a one-line reason naming what is missing."""
+    t0 = time.perf_counter()
+    serving = [
+        w.model_copy(update={"request_rate": rates[w.name]}) if rates and w.name in rates else w
+        for w in workloads.serving
+    ]
+    all_options = build_options(fleet, serving, profiles)
+    _check_every_deployment_has_options(fleet, serving, all_options)
+    options = prune(all_options)
+    active = [w for w in serving if w.request_rate > 0]
+    deadline = t0 + time_limit_s
+
+    solver: dict = {"method": method}
+    x: np.ndarray | None = None
+    if method == "ilp":
+        x, status = _solve_serving(fleet, active, options, deadline, mip_gap)
+        solver["serving_status"] = status
+        if x is None and status == "infeasible":
+            _raise_infeasible(fleet, active, options, deadline)
+    if x is None:
+        x = _greedy_serving(fleet, active, options)
+        solver["method"] = "greedy" if method == "greedy" else "greedy-fallback"
+        if x is None:
+            _raise_infeasible(fleet, active, options, deadline)
+    assert x is not None
+    serve_cost = float(sum(o.replica_cost_per_hour * n for o, n in zip(options, x, strict=True)))
+
+    jobs = sorted(workloads.training, key=lambda j: (-j.priority, j.name))
+    train: dict[tuple[str, str], int] = {}
+    if jobs:
+        if solver["method"] == "ilp":
+            res = _solve_training(
+                fleet, active, options, x, jobs, serve_cost, deadline, mip_gap
+            )
+            if res is not None:
+                x, train = res
+            else:
+                solver["training_status"] = "time limit: greedy"
+                train = _greedy_training(fleet, options, x, jobs)
+        else:
+            train = _greedy_training(fleet, options, x, jobs)
+    solver["time_s"] = round(time.perf_counter() - t0, 4)
+    solver["variables"] = len(options) + 2 * len(jobs) * len(fleet.pools)
+    return _assemble(fleet, serving, options, all_options, x, train, jobs, solver)
+
+
+def _check_every_deployment_has_options(fleet, serving, options) -> None:
+    have = {o.deployment for o in options}
+    for w in serving:
+        if w.name in have:
+            continue
+        spec = fitmod.model_spec(w.model)
+        pools = [p for p in fleet.pools if not w.gpu_types or p.gpu in w.gpu_types]
+        if not pools:
+            raise FitError(
+                f"deployment {w.name!r}: no pool has an allowed GPU type "
+                f"({', '.join(w.gpu_types or [])})"
+            )
+        cands = [(p.name, fleet.catalog[p.gpu], p.gpus_per_node, p.max_nodes or 0) for p in pools]
+        fitmod.require_fit(spec, cands, w.kv_tokens())
+        raise FitError(
+            f"deployment {w.name!r}: model {w.model!r} fits but no pool meets its SLO "
+            f"(ttft_p99 {w.slo.ttft_p99_s}s, tpot_p99 {w.slo.tpot_p99_s}s)"
+        )
+
+
+def _serving_model(fleet, active, options, slack: bool = False):
+    m = _Model()
+    cap = {p.name: p.gpus_capacity for p in fleet.pools}
+    xs = []
+    for o in options:
+        ub = cap[o.pool] // o.gpus_per_replica
+        xs.append(m.var(0, ub if any(w.name == o.deployment for w in active) else 0))
+    by_dep: dict[str, dict[int, float]] = defaultdict(dict)
+    by_pool: dict[str, dict[int, float]] = defaultdict(dict)
+    for i, o in enumerate(options):
+        by_dep[o.deployment][xs[i]] = o.replica_capacity_rps
+        by_pool[o.pool][xs[i]] = o.gpus_per_replica
+    for w in active:
+        m.row(by_dep[w.name], w.request_rate, np.inf)
+    slacks = {}
+    for p in fleet.pools:
+        coefs = dict(by_pool.get(p.name, {}))
+        if slack:
+            s = m.var(0, np.inf)
+            slacks[p.name] = s
+            coefs[s] = -1.0
+        m.row(coefs, -np.inf, cap[p.name])
+    return m, xs, by_pool, slacks
+
+
+def _solve_serving(fleet, active, options, deadline, gap):
+    if not active:
+        return np.zeros(len(options), dtype=int), "optimal"
+    m, xs, _, _ = _serving_model(fleet, active, options)
+    c = np.array([o.replica_cost_per_hour for o in options])
+    res = m.solve(c, deadline - time.perf_counter(), gap)
+    if res.x is not None:
+        return _round(res.x[xs]), "optimal" if res.status == 0 else "time limit (incumbent)"
+    return None, "infeasible" if res.status == 2 else "time limit"
+
+
+def _solve_training(fleet, active, options, x_serving, jobs, serve_cost, deadline, gap):
+    m, xs, _by_pool, _ = _serving_model(fleet, active, options)
+    cap_rows = {p.name: i for i, p in enumerate(fleet.pools, start=len(active))}
+    # Hold serving at its optimum cost (relative tolerance for HiGHS' float arithmetic).
+    m.row({xs[i]: o.replica_cost_per_hour for i, o in enumerate(options)}, -np.inf,
+          serve_cost * (1 + 1e-9) + 1e-6)
+    ys: dict[tuple[str, str], int] = {}
+    for j in jobs:
+        pools = _training_pools(j, fleet)
+        ws = []
+        for p in pools:
+            w = m.var(0, 1)
+            y = m.var(0, min(j.gpus.max, p.gpus_capacity))
+            ys[(j.name, p.name)] = y
+            ws.append(w)
+            # y in [min*w, max*w]: a job runs in one pool, at least min GPUs or not at all.
+            m.row({y: 1.0, w: -float(j.gpus.max)}, -np.inf, 0.0)
+            m.row({y: 1.0, w: -float(max(j.gpus.min, 1))}, 0.0, np.inf)
+            coefs, lo, hi = m.rows[cap_rows[p.name]]
+            m.rows[cap_rows[p.name]] = ({**coefs, y: 1.0}, lo, hi)
+        if ws:
+            m.row(dict.fromkeys(ws, 1.0), 0.0, 1.0)
+    if not ys:
+        return x_serving, {}
+    levels = sorted({j.priority for j in jobs}, reverse=True)
+    n = len(m.lb)
+    sol = None
+    for level in levels:
+        idx = [v for (jn, _), v in ys.items() if _job(jobs, jn).priority == level]
+        if not idx:
+            continue
+        c = np.zeros(n)
+        c[idx] = -1.0
+        res = m.solve(c, deadline - time.perf_counter(), gap)
+        if res.x is None:
+            return None
+        sol = res.x
+        got = float(round(-res.fun))
+        m.row(dict.fromkeys(idx, 1.0), got - 0.5, np.inf)
+    if sol is None:
+        return None
+    train = {k: round(sol[v]) for k, v in ys.items() if round(sol[v]) > 0}
+    return _round(sol[xs]), train
+
+
+def _job(jobs, name):
+    return next(j for j in jobs if j.name == name)
+
+
+def _greedy_serving(fleet, active, options) -> np.ndarray | None:
+    """Cheapest useful capacity first: bulk-fill whole replicas of the best cost/rps option,
+    then cover the remainder with the option cheapest for what is left."""
+    free = {p.name: p.gpus_capacity for p in fleet.pools}
+    x = np.zeros(len(options), dtype=int)
+    by_dep: dict[str, list[int]] = defaultdict(list)
+    for i, o in enumerate(options):
+        by_dep[o.deployment].append(i)
+    order = sorted(active, key=lambda w: (-w.request_rate * min(
+        options[i].cost_per_rps for i in by_dep[w.name]), w.name))
+    for w in order:
+        need = w.request_rate
+        idxs = sorted(by_dep[w.name], key=lambda i: (options[i].cost_per_rps, options[i].pool))
+        for i in idxs:
+            o = options[i]
+            n = min(int(need // o.replica_capacity_rps), free[o.pool] // o.gpus_per_replica)
+            x[i] += n
+            free[o.pool] -= n * o.gpus_per_replica
+            need -= n * o.replica_capacity_rps
+        while need > 1e-9:
+            fits_ = [i for i in idxs if free[options[i].pool] >= options[i].gpus_per_replica]
+            if not fits_:
+                return None
+            i = min(fits_, key=lambda i: (options[i].replica_cost_per_hour
+                                          / min(options[i].replica_capacity_rps, need), i))
+            x[i] += 1
+            free[options[i].pool] -= options[i].gpus_per_replica
+            need -= options[i].replica_capacity_rps
+    return x
+
+
+def _greedy_training(fleet, options, x, jobs) -> dict[tuple[str, str], int]:
+    free = {p.name: p.gpus_capacity for p in fleet.pools}
+    for o, n in zip(options, x, strict=True):
+        free[o.pool] -= int(n) * o.gpus_per_replica
+    out = {}
+    for j in jobs:
+        pools = sorted(_training_pools(j, fleet), key=lambda p: (-free[p.name], p.name))
+        if pools and free[pools[0].name] >= max(j.gpus.min, 1):
+            g = min(j.gpus.max, free[pools[0].name])
+            out[(j.name, pools[0].name)] = g
+            free[pools[0].name] -= g
+    return out
+
+
+def _raise_infeasible(fleet, active, options, deadline) -> None:
+    """Elastic re-solve: the fewest extra GPUs per pool that would make the demand feasible."""
+    m, xs, _, slacks = _serving_model(fleet, active, options, slack=True)
+    n = len(m.lb)
+    c = np.zeros(n)
+    # Missing GPUs first; serving cost only breaks ties (scaled far below one GPU).
+    total = sum(o.replica_cost_per_hour for o in options) or 1.0
+    for i, o in enumerate(options):
+        c[xs[i]] = o.replica_cost_per_hour / total * 1e-3
+    for s in slacks.values():
+        c[s] = 1.0
+    res = m.solve(c, max(deadline - time.perf_counter(), 5.0), 1e-6)
+    missing = []
+    if res.x is not None:
+        users: dict[str, set[str]] = defaultdict(set)
+        for i, o in enumerate(options):
+            if round(res.x[xs[i]]) > 0:
+                users[o.pool].add(o.deployment)
+        for p in fleet.pools:
+            k = math.ceil(res.x[slacks[p.name]] - 1e-6)
+            if k > 0:
+                missing.append({"pool": p.name, "gpu": p.gpu, "gpus": k,
+                                "deployments": sorted(users[p.name])})
+    if missing:
+        parts = [f"{m_['gpus']} more {m_['gpu']}-class GPUs (pool {m_['pool']}) for "
+                 f"{', '.join(m_['deployments'])}" for m_ in missing]
+        raise InfeasibleError("infeasible: needs " + "; ".join(parts), missing)
+    raise InfeasibleError("infeasible: serving demand exceeds pool capacity", missing)
+
+
+def _assemble(fleet, serving, options, all_options, x, train, jobs, solver) -> Plan:
+    cap = {p.name: p.gpus_capacity for p in fleet.pools}
+    used_s: dict[str, int] = defaultdict(int)
+    used_t: dict[str, int] = defaultdict(int)
+    merged: dict[tuple[str, str, int, int], ServingAssignment] = {}
+    for o, n in zip(options, x, strict=True):
+        if n <= 0:
+            continue
+        k = (o.deployment, o.pool, o.tp, o.pp)
+        merged[k] = ServingAssignment(
+            o.deployment, o.pool, o.gpu, int(n), o.tp, o.pp, int(n) * o.gpus_per_replica,
+            n * o.replica_capacity_rps, n * o.replica_cost_per_hour,
+        )
+        used_s[o.pool] += int(n) * o.gpus_per_replica
+    training = [TrainingAssignment(j, p, g) for (j, p), g in sorted(train.items())]
+    for t in training:
+        used_t[t.pool] += t.gpus
+    usage = [
+        PoolUsage(p.name, p.gpu, cap[p.name], used_s[p.name], used_t[p.name],
+                  cap[p.name] - used_s[p.name] - used_t[p.name])
+        for p in fleet.pools
+    ]
+    binding = [f"pool {u.pool}: full ({u.gpus_capacity} {u.gpu})" for u in usage
+               if u.gpus_free == 0 and u.gpus_capacity > 0]
+    got = defaultdict(int)
+    for t in training:
+        got[t.job] += t.gpus
+    for j in jobs:
+        if got[j.name] >= j.gpus.max:
+            binding.append(f"job {j.name}: at its max of {j.gpus.max} GPUs")
+        elif got[j.name] == 0:
+            binding.append(f"job {j.name}: no room for its min of {j.gpus.min} GPUs")
+    cost = sum(s.cost_per_hour for s in merged.values())
+    return Plan(
+        feasible=True,
+        cost_per_hour=float(cost),
+        serving=sorted(merged.values(), key=lambda s: (s.deployment, s.pool, s.tp, s.pp)),
+        training=training,
+        pools=usage,
+        options=sorted(all_options, key=lambda o: (o.deployment, o.pool, o.tp, o.pp)),
+        binding=binding,
+        solver=solver,
+    )

@@ -1,0 +1,124 @@
+"""Workloads YAML: serving deployments (rate + SLO) and training jobs (GPU range + priority).
+
+```yaml
+serving:
+  - {name, model, request_rate, avg_input_tokens, avg_output_tokens,
+     slo: {ttft_p99_s, tpot_p99_s}, gpu_types?: [..], context_tokens?, concurrency?}
+training:
+  - {name, model, gpus: {min, max}, gpu_types?: [..], priority}
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .catalog import Catalog, load_catalog
+from .errors import PoolsConfigError
+from .fit import Slo, model_spec
+from .models import _first_error, read_yaml
+
+
+class SloSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    ttft_p99_s: float = Field(gt=0)
+    tpot_p99_s: float = Field(gt=0)
+
+    def slo(self) -> Slo:
+        return Slo(self.ttft_p99_s, self.tpot_p99_s)
+
+
+class ServingWorkload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    model: str
+    request_rate: float = Field(ge=0)
+    avg_input_tokens: float = Field(gt=0)
+    avg_output_tokens: float = Field(gt=0)
+    slo: SloSpec
+    gpu_types: list[str] | None = None
+    # KV each replica must hold: context_tokens x concurrency (defaults: one average request
+    # rounded up to 4k, 8 concurrent).
+    context_tokens: int | None = Field(default=None, gt=0)
+    concurrency: int = Field(default=8, ge=1)
+
+    def kv_tokens(self) -> int:
+        ctx = self.context_tokens or max(4096, int(self.avg_input_tokens + self.avg_output_tokens))
+        return ctx * self.concurrency
+
+
+class GpuRange(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    min: int = Field(ge=0)
+    max: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _order(self) -> GpuRange:
+        if self.min > self.max:
+            raise ValueError(f"min {self.min} > max {self.max}")
+        return self
+
+
+class TrainingJob(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    model: str
+    gpus: GpuRange
+    gpu_types: list[str] | None = None
+    priority: int = 0
+
+
+class Workloads(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    serving: list[ServingWorkload] = Field(default_factory=list)
+    training: list[TrainingJob] = Field(default_factory=list)
+
+
+def _parse_items(data: Any, key: str, cls: type[BaseModel], catalog: Catalog, src: str) -> list:
+    items = data.get(key) or []
+    if not isinstance(items, list):
+        raise PoolsConfigError(f"{src}: '{key}' must be a list")
+    out, seen = [], set()
+    for i, item in enumerate(items):
+        label = (f"{key} {item['name']!r}" if isinstance(item, Mapping) and item.get("name")
+                 else f"{key}[{i}]")
+        if not isinstance(item, Mapping):
+            raise PoolsConfigError(f"{src}: {label}: expected a mapping")
+        fields = dict(item)
+        try:
+            if fields.get("gpu_types") is not None:
+                if not isinstance(fields["gpu_types"], list):
+                    raise PoolsConfigError("gpu_types must be a list")
+                fields["gpu_types"] = [catalog.resolve(str(g)) for g in fields["gpu_types"]]
+            obj = cls(**fields)
+            model_spec(obj.model)  # type: ignore[attr-defined]
+        except ValidationError as e:
+            raise PoolsConfigError(f"{src}: {label}: {_first_error(e)}") from None
+        except PoolsConfigError as e:
+            raise type(e)(f"{src}: {label}: {e}") from None
+        if obj.name in seen:  # type: ignore[attr-defined]
+            raise PoolsConfigError(f"{src}: {label}: duplicate name")
+        seen.add(obj.name)  # type: ignore[attr-defined]
+        out.append(obj)
+    return out
+
+
+def parse_workloads(data: Any, catalog: Catalog | None = None, *, source: str = "workloads"):
+    catalog = catalog or load_catalog()
+    if not isinstance(data, Mapping) or not ({"serving", "training"} & set(data)):
+        raise PoolsConfigError(f"{source}: expected a mapping with 'serving:' and/or 'training:'")
+    unknown = set(data) - {"serving", "training"}
+    if unknown:
+        raise PoolsConfigError(f"{source}: unknown top-level key(s): {', '.join(sorted(unknown))}")
+    return Workloads(
+        serving=_parse_items(data, "serving", ServingWorkload, catalog, source),
+        training=_parse_items(data, "training", TrainingJob, catalog, source),
+    )
+
+
+def load_workloads(path: str | Path, catalog: Catalog | None = None) -> Workloads:
+    return parse_workloads(read_yaml(path, "workloads"), catalog, source=str(path))
