@@ -21,6 +21,8 @@ class AutoscalingSettings(BaseModel):
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(1, ge=1)
     target_ongoing_requests: float = Field(8.0, gt=0)
+    upscale_delay_s: float = Field(5.0, ge=0)
+    downscale_delay_s: float = Field(30.0, ge=0)
 
     @model_validator(mode="after")
     def _bounds(self) -> AutoscalingSettings:
@@ -39,6 +41,8 @@ class ModelSettings(BaseModel):
     accelerator_type: str | None = Field(None, description="GPU pool type, e.g. H100 or L4")
     pool: str | None = Field(None, description="pin to a named pool of the pools file")
     gpu_memory_utilization: float = Field(0.2, gt=0, le=1)
+    num_cpus: float = Field(1.0, ge=0)
+    cpu_kvcache_space_gib: int = Field(1, ge=1, description="vLLM CPU KV cache (CPU only)")
     max_num_seqs: int = Field(64, ge=1)
     enforce_eager: bool = True
     seed: int = 0
@@ -53,6 +57,8 @@ class ServeSettings(BaseModel):
     max_concurrent_per_key: int = Field(64, ge=1)
     max_n: int = Field(16, ge=1)
     request_timeout_s: float = Field(300.0, gt=0)
+    placement: Literal["auto", "gpu", "simulated"] = "auto"
+    ingress_replicas: int = Field(1, ge=1)
 
 
 def _default_models() -> dict[str, ModelSettings]:

@@ -1,0 +1,330 @@
+"""The Ray Serve deployments: one engine deployment per model, one OpenAI ingress."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from opentelemetry.trace import Status, StatusCode
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from r1platform import telemetry
+from r1platform.config import ModelSettings, ServeSettings
+from r1platform.serving.auth import ConcurrencyLimiter, KeyChecker
+from r1platform.serving.metrics import ServingMetrics
+from r1platform.serving.protocol import (
+    ChatRequest,
+    ClientError,
+    CompletionRequest,
+    error_body,
+    parse_request,
+)
+
+TRACER = "r1platform.serving"
+
+
+@serve.deployment
+class EngineDeployment:
+    """A vLLM AsyncLLM replica for one model."""
+
+    def __init__(self, model_id: str, settings: dict[str, Any]) -> None:
+        from r1platform.serving.engine import R1Engine
+
+        self.core = R1Engine(model_id, ModelSettings.model_validate(settings))
+
+    async def chat(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        async for item in self.core.chat(payload):
+            yield item
+
+    async def completion(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        async for item in self.core.completion(payload):
+            yield item
+
+    async def check_health(self) -> None:
+        await self.core.check_health()
+
+    async def ready(self) -> bool:
+        await self.core.check_health()
+        return True
+
+    def num_unfinished(self) -> int:
+        return self.core.num_unfinished()
+
+    def where(self) -> dict[str, Any]:
+        import ray
+
+        ctx = ray.get_runtime_context()
+        return {"node_id": ctx.get_node_id(), "pid": os.getpid(), "model": self.core.model_id}
+
+    def __del__(self) -> None:
+        core = getattr(self, "core", None)
+        if core is not None:
+            core.shutdown()
+
+
+api = FastAPI(title="r1-platform OpenAI API")
+
+
+# Serve pickles the decorated class at decoration time, so every helper it uses must exist
+# above it.
+def _chunk_object(method: str) -> str:
+    return "chat.completion.chunk" if method == "chat" else "text_completion"
+
+
+def _has_text(item: dict[str, Any]) -> bool:
+    for c in item.get("choices", ()):
+        d = c.get("delta")
+        if (d and (d.get("content") or d.get("reasoning_content"))) or c.get("text"):
+            return True
+    return False
+
+
+def _json_error(err: ClientError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status)
+
+
+@serve.deployment
+@serve.ingress(api)
+class OpenAIIngress:
+    """Auth, validation, routing by model, limits, metrics and one span per request."""
+
+    def __init__(self, engines: dict[str, DeploymentHandle], serve_settings: dict[str, Any]):
+        self.engines = engines
+        self.settings = ServeSettings.model_validate(serve_settings)
+        self.keys = KeyChecker(self.settings.api_keys)
+        self.limiter = ConcurrencyLimiter(self.settings.max_concurrent_per_key)
+        self.metrics = ServingMetrics()
+        self.spans = telemetry.in_memory_exporter() if os.environ.get("R1P_OTEL_INMEMORY") else None
+        self.tracer = telemetry.get_tracer(TRACER)
+
+    # ---- plumbing ------------------------------------------------------------------------
+    def debug_spans(self) -> list[dict[str, Any]]:
+        """Finished spans from the in-memory exporter (enabled by R1P_OTEL_INMEMORY=1)."""
+        if self.spans is None:
+            return []
+        return [
+            {
+                "name": s.name,
+                "attributes": dict(s.attributes or {}),
+                "status": s.status.status_code.name,
+            }
+            for s in self.spans.get_finished_spans()
+        ]
+
+    def _route(self, model: str) -> DeploymentHandle:
+        handle = self.engines.get(model)
+        if handle is None:
+            raise ClientError(
+                f"The model '{model}' does not exist. Available: {', '.join(sorted(self.engines))}.",
+                status=404,
+                param="model",
+                code="model_not_found",
+            )
+        return handle
+
+    async def _payload(self, request: Request) -> Any:
+        try:
+            return json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ClientError(f"Invalid JSON body: {err}") from None
+
+    # ---- routes --------------------------------------------------------------------------
+    @api.get("/health")
+    async def health(self) -> Response:
+        problems = {}
+        for model, handle in self.engines.items():
+            try:
+                await asyncio.wait_for(handle.ready.remote(), timeout=10)
+            except Exception as err:  # any failure means not ready; say which model and why
+                problems[model] = f"{type(err).__name__}: {err}"[:200]
+        if problems:
+            return JSONResponse({"status": "unavailable", "models": problems}, status_code=503)
+        return JSONResponse({"status": "ok", "models": sorted(self.engines)})
+
+    @api.get("/metrics")
+    async def metrics_route(self) -> Response:
+        return PlainTextResponse(self.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @api.get("/v1/models")
+    async def models(self, request: Request) -> Response:
+        try:
+            self.keys.identify(request.headers.get("authorization"))
+        except ClientError as err:
+            return _json_error(err)
+        data = [
+            {"id": m, "object": "model", "created": 0, "owned_by": "r1-platform"}
+            for m in sorted(self.engines)
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    @api.post("/v1/chat/completions")
+    async def chat(self, request: Request) -> Response:
+        return await self._serve(request, ChatRequest, "chat", "chat")
+
+    @api.post("/v1/completions")
+    async def completions(self, request: Request) -> Response:
+        return await self._serve(request, CompletionRequest, "completion", "text_completion")
+
+    async def _serve(self, request: Request, model_cls: type, method: str, op: str) -> Response:
+        t0 = time.perf_counter()
+        span = self.tracer.start_span(f"{op}")
+        span.set_attribute("gen_ai.operation.name", op)
+        key_id: str | None = None
+        model = "unknown"
+        try:
+            key_id = self.keys.identify(request.headers.get("authorization"))
+            payload = await self._payload(request)
+            req = parse_request(model_cls, payload, self.settings.max_n)
+            model = req.model
+            span.update_name(f"{op} {model}")
+            telemetry.set_attributes(
+                span,
+                {
+                    "gen_ai.request.model": model,
+                    "gen_ai.request.max_tokens": req.requested_max_tokens,
+                    "gen_ai.request.temperature": req.temperature,
+                    "gen_ai.request.top_p": req.top_p,
+                    "gen_ai.request.seed": req.seed,
+                    "gen_ai.request.choice.count": req.n,
+                },
+            )
+            handle = self._route(model)
+            self.limiter.acquire(key_id)
+        except ClientError as err:
+            return self._fail(span, model, method, err, t0)
+        stream = getattr(handle, method).options(stream=True).remote(payload)
+        try:
+            first = await stream.__anext__()
+        except BaseException:
+            stream.cancel()
+            self._finish(span, key_id, model, method, 500, None, None, t0)
+            raise
+        if "error" in first:
+            err = ClientError(
+                first["error"]["error"]["message"],
+                status=first["status"],
+                param=first["error"]["error"]["param"],
+                code=first["error"]["error"]["code"],
+            )
+            self.limiter.release(key_id)
+            return self._fail(span, model, method, err, t0, released=True)
+        span.set_attribute("gen_ai.response.id", first["meta"]["id"])
+        if not req.stream:
+            try:
+                body = await stream.__anext__()
+                tail = await stream.__anext__()
+            except BaseException:
+                stream.cancel()
+                self._finish(span, key_id, model, method, 500, None, None, t0)
+                raise
+            self._finish(span, key_id, model, method, 200, tail, time.perf_counter() - t0, t0)
+            return JSONResponse(body)
+        return StreamingResponse(
+            self._sse(stream, span, key_id, model, method, req.include_usage, t0),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def _sse(
+        self,
+        stream: Any,
+        span: Any,
+        key_id: str,
+        model: str,
+        method: str,
+        include_usage: bool,
+        t0: float,
+    ) -> AsyncIterator[bytes]:
+        ttft: float | None = None
+        tail: dict[str, Any] | None = None
+        status = 200
+        try:
+            async for item in stream:
+                if "usage" in item and "choices" not in item:
+                    tail = item
+                    if include_usage:
+                        last = {
+                            "object": _chunk_object(method),
+                            "choices": [],
+                            "usage": item["usage"],
+                            "model": model,
+                        }
+                        yield b"data: " + json.dumps(last).encode() + b"\n\n"
+                    continue
+                if ttft is None and _has_text(item):
+                    ttft = time.perf_counter() - t0
+                yield b"data: " + json.dumps(item, separators=(",", ":")).encode() + b"\n\n"
+            yield b"data: [DONE]\n\n"
+        except BaseException:
+            # Client went away (or we are shutting down): stop the engine request now.
+            status = 499
+            stream.cancel()
+            raise
+        finally:
+            self._finish(span, key_id, model, method, status, tail, ttft, t0)
+
+    # ---- bookkeeping ---------------------------------------------------------------------
+    def _fail(
+        self,
+        span: Any,
+        model: str,
+        method: str,
+        err: ClientError,
+        t0: float,
+        released: bool = False,
+    ) -> JSONResponse:
+        span.set_attribute("error.type", err.code or err.type)
+        span.set_attribute("http.response.status_code", err.status)
+        span.set_status(Status(StatusCode.ERROR, err.message))
+        span.end()
+        # Unknown model names stay out of metric labels: a client must not mint new series.
+        label = model if model in self.engines else "unknown"
+        self.metrics.observe_done(label, method, err.status, None, None, time.perf_counter() - t0)
+        return _json_error(err)
+
+    def _finish(
+        self,
+        span: Any,
+        key_id: str,
+        model: str,
+        method: str,
+        status: int,
+        tail: dict[str, Any] | None,
+        ttft: float | None,
+        t0: float,
+    ) -> None:
+        self.limiter.release(key_id)
+        usage = (tail or {}).get("usage")
+        telemetry.set_attributes(
+            span,
+            {
+                "gen_ai.response.model": model,
+                "gen_ai.usage.input_tokens": usage and usage["prompt_tokens"],
+                "gen_ai.usage.output_tokens": usage and usage["completion_tokens"],
+                "gen_ai.usage.reasoning_tokens": usage
+                and usage["completion_tokens_details"]["reasoning_tokens"],
+                "gen_ai.response.finish_reasons": tuple((tail or {}).get("finish_reasons") or ())
+                or None,
+                "gen_ai.server.time_to_first_token": ttft,
+                "http.response.status_code": status,
+            },
+        )
+        if status >= 500:
+            span.set_status(Status(StatusCode.ERROR))
+        span.end()
+        self.metrics.observe_done(model, method, status, usage, ttft, time.perf_counter() - t0)
+
+
+@api.exception_handler(Exception)
+async def _unhandled(_request: Request, exc: Exception) -> JSONResponse:
+    # Only genuine server faults reach here: client mistakes are ClientErrors handled above.
+    return JSONResponse(
+        error_body(f"Internal server error: {type(exc).__name__}", "server_error"), status_code=500
+    )

@@ -1,0 +1,64 @@
+"""Where a model's replicas go: pure functions from settings to Serve deployment options.
+
+A replica is one placement group with one bundle per tensor-parallel rank, packed on one node.
+On real GPU nodes a bundle holds a GPU plus Ray's accelerator_type marker; on the simulated
+fleet (virtual nodes that declare `accelerator_type:<X>` / `pool:<P>` units instead of GPUs) a
+bundle holds one such unit. The shape is identical, so the scheduling logic tested on CPU is
+the logic that runs on GPUs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from r1platform.config import ModelSettings
+
+PlacementMode = Literal["gpu", "simulated"]
+
+
+def gpu_unit(ms: ModelSettings, mode: PlacementMode) -> dict[str, float]:
+    """The resources that stand for one GPU of this model's pool."""
+    if mode == "gpu":
+        unit: dict[str, float] = {"GPU": 1.0}
+        if ms.accelerator_type:
+            unit[f"accelerator_type:{ms.accelerator_type}"] = 0.001
+        if ms.pool:
+            unit[f"pool:{ms.pool}"] = 0.001
+        return unit
+    if ms.pool:
+        return {f"pool:{ms.pool}": 1.0}
+    if ms.accelerator_type:
+        return {f"accelerator_type:{ms.accelerator_type}": 1.0}
+    return {}
+
+
+def replica_bundles(ms: ModelSettings, mode: PlacementMode) -> list[dict[str, float]]:
+    unit = gpu_unit(ms, mode)
+    first = {"CPU": ms.num_cpus, **unit}
+    return [first] + [dict(unit) for _ in range(ms.tensor_parallel_size - 1) if unit]
+
+
+def engine_options(model_id: str, ms: ModelSettings, mode: PlacementMode) -> dict[str, Any]:
+    a = ms.autoscaling
+    env = {"VLLM_CPU_KVCACHE_SPACE": str(ms.cpu_kvcache_space_gib)} if mode == "simulated" else {}
+    return {
+        "name": f"engine-{model_id}",
+        "placement_group_bundles": replica_bundles(ms, mode),
+        "placement_group_strategy": "STRICT_PACK",
+        "ray_actor_options": {"num_cpus": 0, "runtime_env": {"env_vars": env}},
+        "autoscaling_config": {
+            "min_replicas": a.min_replicas,
+            "initial_replicas": max(a.min_replicas, 1),
+            "max_replicas": a.max_replicas,
+            "target_ongoing_requests": a.target_ongoing_requests,
+            "upscale_delay_s": a.upscale_delay_s,
+            "downscale_delay_s": a.downscale_delay_s,
+        },
+        "max_ongoing_requests": ms.max_num_seqs * 2,
+        "health_check_period_s": 10,
+        "health_check_timeout_s": 30,
+    }
+
+
+def detect_mode(cluster_resources: dict[str, float]) -> PlacementMode:
+    return "gpu" if cluster_resources.get("GPU", 0) > 0 else "simulated"
