@@ -12,7 +12,7 @@ ROLE_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>"]
 # Reasoning tags are added tokens but NOT special: vLLM skips special tokens when detokenizing,
 # and the tags must survive into the text for the reasoning parser and the rewards.
 REASONING_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]
-CHARS = list(string.printable[:95]) + ["\n"]
+CHARS = [*string.printable[:95], "\n"]
 
 # Ends the generation prompt with <think>, as DeepSeek-R1's template does.
 CHAT_TEMPLATE = (

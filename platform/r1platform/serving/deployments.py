@@ -122,7 +122,8 @@ class OpenAIIngress:
         handle = self.engines.get(model)
         if handle is None:
             raise ClientError(
-                f"The model '{model}' does not exist. Available: {', '.join(sorted(self.engines))}.",
+                f"The model '{model}' does not exist. "
+                f"Available: {', '.join(sorted(self.engines))}.",
                 status=404,
                 param="model",
                 code="model_not_found",

@@ -154,7 +154,7 @@ class R1Engine:
             choices = []
             for o in out.outputs:
                 i = o.index
-                completion_tokens[i] += len(o.token_ids) if req.stream else len(o.token_ids)
+                completion_tokens[i] += len(o.token_ids)
                 r, c, nr = self._split(splitters[i], o.text, o.token_ids)
                 if o.finish_reason is not None and splitters[i] is not None:
                     fr, fc = splitters[i].flush()  # type: ignore[union-attr]
