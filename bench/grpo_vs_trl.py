@@ -184,9 +184,14 @@ def _tail(text: str, n: int = 5) -> str:
 # ---------------------------------------------------------------------------- running
 
 
+def ours_missing() -> str | None:
+    return None if (ROOT / "jobs" / "grpo.py").exists() else "jobs/grpo.py does not exist yet"
+
+
 def run_ours(s: BenchSettings, workdir: Path, timeout_s: float) -> SideResult:
-    if not (ROOT / "jobs" / "grpo.py").exists():
-        return SideResult("ours", ok=False, error="jobs/grpo.py does not exist yet")
+    missing = ours_missing()
+    if missing:
+        return SideResult("ours", ok=False, error=missing)
     out_dir = workdir / "ours"
     env = {**os.environ, "RAY_ADDRESS": os.environ.get("BENCH_RAY_ADDRESS", "local")}
     t0 = time.perf_counter()
