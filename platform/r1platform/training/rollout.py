@@ -1,0 +1,470 @@
+"""Rollout engines (vLLM `LLM` inside Ray actors) and trainer → engine weight sync.
+
+Weight sync follows vLLM 0.32's RL route on both device kinds: the trainer drives
+`init_weight_transfer_engine` / `start_weight_update` / `update_weights` /
+`finish_weight_update(version)` through a `VLLMWeightSyncClient` (vLLM's
+`RayVLLMWeightSyncClient` over our actors), and inside the engine a `WeightTransferEngine`
+feeds the tensors to `model.load_weights` under vLLM's layerwise reload.
+
+- GPU: vLLM's own "nccl" backend (`NCCLTrainerWeightTransferEngine`), one transfer group per
+  engine with the trainer as rank 0.
+- CPU: our "r1p_cpu" backend. NCCL does not exist here and the IPC backend needs CUDA IPC, so
+  the tensors ride the Ray object store (put once, read by every engine) and reach the worker
+  through `collective_rpc` in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, which also means the
+  backend registration below is visible to the worker).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+
+log = logging.getLogger(__name__)
+
+CPU_BACKEND = "r1p_cpu"
+PlacementMode = Literal["gpu", "simulated"]
+
+
+# ---------------------------------------------------------------------------- placement
+
+
+def detect_mode(cluster_resources: dict[str, float]) -> PlacementMode:
+    return "gpu" if cluster_resources.get("GPU", 0) > 0 else "simulated"
+
+
+def engine_actor_options(
+    *,
+    mode: PlacementMode,
+    num_cpus: float,
+    accelerator_type: str | None,
+    pool: str | None,
+    kv_cache_gib: int,
+) -> dict[str, Any]:
+    """Ray actor options for one rollout engine.
+
+    Real GPU nodes: one GPU plus Ray's accelerator-type marker. Simulated fleet (virtual nodes
+    that declare `accelerator_type:<X>` / `pool:<P>` units, see pools.models.node_resources):
+    one such unit, so the same placement logic is exercised on CPU.
+    """
+    resources: dict[str, float] = {}
+    env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    opts: dict[str, Any] = {"num_cpus": num_cpus}
+    if mode == "gpu":
+        opts["num_gpus"] = 1
+        if accelerator_type:
+            opts["accelerator_type"] = accelerator_type
+        if pool:
+            resources[f"pool:{pool}"] = 0.001
+    else:
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
+        if pool:
+            resources[f"pool:{pool}"] = 1.0
+        elif accelerator_type:
+            resources[f"accelerator_type:{accelerator_type}"] = 1.0
+    if resources:
+        opts["resources"] = resources
+    opts["runtime_env"] = {"env_vars": env}
+    return opts
+
+
+def sync_backend(requested: str, mode: PlacementMode) -> str:
+    if requested == "auto":
+        return "nccl" if mode == "gpu" else CPU_BACKEND
+    return "nccl" if requested == "nccl" else CPU_BACKEND
+
+
+# ---------------------------------------------------------------------------- CPU backend
+
+
+@dataclass
+class CPUWeightTransferInitInfo:
+    """Nothing to rendezvous: the object store is the transport."""
+
+
+@dataclass
+class CPUWeightTransferUpdateInfo:
+    names: list[str]
+    tensors: list[torch.Tensor]
+
+
+def _refresh_cpu_gemms(model: torch.nn.Module) -> int:
+    """Re-pack CPU GEMMs that kept their weight (tied lm_head).
+
+    vLLM's CPU linear methods pre-pack each weight once after loading. Layerwise reload
+    re-processes the layers it reloads, but a tied `lm_head` is never loaded itself (it shares
+    `embed_tokens.weight`), so its packed copy would keep serving the *old* embedding: the
+    output log-probs then drift from the trainer's (seen here: 0.03 nats after one update).
+    """
+    from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
+
+    n = 0
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if hasattr(module, "cpu_linear") and weight is not None and weight.dim() == 2:
+            if weight.numel():
+                dispatch_cpu_unquantized_gemm(module, remove_weight=False)
+                n += 1
+    return n
+
+
+def _cpu_engine_cls() -> type:
+    from vllm.distributed.weight_transfer.base import WeightTransferEngine
+
+    class CPUWeightTransferEngine(WeightTransferEngine):  # type: ignore[type-arg]
+        init_info_cls = CPUWeightTransferInitInfo
+        update_info_cls = CPUWeightTransferUpdateInfo
+        supports_draft_weight_update = False
+
+        def init_transfer_engine(self, init_info: Any) -> None:
+            pass
+
+        def start_weight_update(self) -> None:
+            from vllm.model_executor.model_loader.reload import initialize_layerwise_reload
+
+            initialize_layerwise_reload(self.model)
+
+        def update_weights(self, update_info: dict[str, Any]) -> None:
+            # The base class ends with torch.accelerator.synchronize(); there is none on CPU.
+            self.receive_weights(self.parse_update_info(update_info))
+
+        def receive_weights(self, update_info: Any) -> None:
+            self.model.load_weights(list(zip(update_info.names, update_info.tensors, strict=True)))
+
+        def finish_weight_update(self) -> None:
+            from vllm.model_executor.model_loader.reload import finalize_layerwise_reload
+
+            finalize_layerwise_reload(self.model, self.model_config)
+            _refresh_cpu_gemms(self.model)
+
+        def shutdown(self) -> None:
+            pass
+
+    return CPUWeightTransferEngine
+
+
+def register_cpu_backend() -> None:
+    """Idempotent: register the worker-side and trainer-side "r1p_cpu" engines with vLLM."""
+    from vllm.distributed.weight_transfer.factory import (
+        WeightTransferEngineFactory,
+        WeightTransferTrainerFactory,
+    )
+
+    if CPU_BACKEND not in WeightTransferEngineFactory._registry:
+        WeightTransferEngineFactory.register_engine(CPU_BACKEND, _cpu_engine_cls())
+    if CPU_BACKEND not in WeightTransferTrainerFactory._registry:
+        WeightTransferTrainerFactory.register_engine(CPU_BACKEND, _cpu_trainer_cls())
+
+
+def _cpu_trainer_cls() -> type:
+    from vllm.distributed.weight_transfer.base import TrainerInitInfo, TrainerWeightTransferEngine
+
+    @dataclass
+    class CPUTrainerInitInfo(TrainerInitInfo):
+        backend: ClassVar[str] = CPU_BACKEND
+
+    class CPUTrainerWeightTransferEngine(TrainerWeightTransferEngine):  # type: ignore[type-arg]
+        init_info_cls = CPUTrainerInitInfo
+
+        @classmethod
+        def trainer_init(cls, init_info: Any, *, client: Any, source: Any = None) -> Any:
+            engine = cls(client=client, source=source, is_sender=init_info.is_sender)
+            if engine.is_sender:
+                client.init_weight_transfer_engine({})
+            return engine
+
+        def send_weights(self) -> None:
+            import ray
+
+            pairs = [(n, t.detach().contiguous()) for n, t in self.source]
+            if not self.is_sender:
+                return
+            # One object-store copy shared by every engine instead of one pickle per engine.
+            ref = ray.put([t for _, t in pairs])
+            self.client.start_weight_update()
+            self.client.update_weights({"names": [n for n, _ in pairs], "tensors_ref": ref})
+            self.client.finish_weight_update()
+
+    CPUTrainerWeightTransferEngine.init_info = CPUTrainerInitInfo  # type: ignore[attr-defined]
+    return CPUTrainerWeightTransferEngine
+
+
+# ---------------------------------------------------------------------------- the engine actor
+
+
+@dataclass
+class Sample:
+    """One completion: token ids and the log-prob vLLM sampled each with."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    text: str
+    finish_reason: str | None
+
+
+@dataclass
+class EngineConfig:
+    model: str
+    max_model_len: int = 256
+    max_num_seqs: int = 64
+    seed: int = 0
+    backend: str = CPU_BACKEND
+    gpu_memory_utilization: float = 0.3
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class RolloutEngine:
+    """A vLLM `LLM` in a Ray actor. Its weight-sync methods mirror `vllm.LLM`'s RL mixin, so
+    vLLM's `RayVLLMWeightSyncClient` drives it unchanged."""
+
+    def __init__(self, cfg: EngineConfig) -> None:
+        if cfg.backend == CPU_BACKEND:
+            register_cpu_backend()
+        from vllm import LLM
+        from vllm.config import WeightTransferConfig
+
+        self.cfg = cfg
+        self.llm = LLM(
+            model=cfg.model,
+            dtype="float32",
+            enforce_eager=True,
+            max_model_len=cfg.max_model_len,
+            max_num_seqs=cfg.max_num_seqs,
+            seed=cfg.seed,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            weight_transfer_config=WeightTransferConfig(backend=cfg.backend),
+            # Log-probs of the distribution actually sampled from (after temperature), which
+            # is what the trainer recomputes and what the importance ratio compares against.
+            logprobs_mode="processed_logprobs",
+            **cfg.extra,
+        )
+        self.version = "0"
+
+    def ready(self) -> str:
+        return self.version
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        n: int,
+        temperature: float,
+        max_tokens: int,
+        seeds: Sequence[int] | None = None,
+        logprobs: bool = True,
+    ) -> list[list[Sample]]:
+        from vllm import SamplingParams
+
+        params = [
+            SamplingParams(
+                n=n,
+                temperature=temperature,
+                max_tokens=max_tokens,
+                logprobs=0 if logprobs else None,
+                seed=None if seeds is None else int(seeds[i]),
+            )
+            for i in range(len(prompts))
+        ]
+        outs = self.llm.generate(
+            [{"prompt_token_ids": list(p)} for p in prompts], params, use_tqdm=False
+        )
+        result: list[list[Sample]] = []
+        for out in outs:
+            group = []
+            for c in out.outputs:
+                lps = (
+                    [d[t].logprob for d, t in zip(c.logprobs, c.token_ids, strict=True)]
+                    if logprobs and c.logprobs is not None
+                    else []
+                )
+                group.append(Sample(list(c.token_ids), lps, c.text, c.finish_reason))
+            result.append(group)
+        return result
+
+    # -- vLLM RL control plane (names and shapes as in vllm.entrypoints.rl.offline) --
+
+    def init_weight_transfer_engine(self, request: Any) -> None:
+        self.llm.init_weight_transfer_engine(request)
+
+    def start_weight_update(self) -> None:
+        self.llm.start_weight_update()
+
+    def update_weights(self, request: Any) -> None:
+        info = request.update_info if hasattr(request, "update_info") else request["update_info"]
+        if isinstance(info, dict) and "tensors_ref" in info:
+            import ray
+
+            info = {"names": info["names"], "tensors": ray.get(info["tensors_ref"])}
+        self.llm.update_weights({"update_info": info})
+
+    def finish_weight_update(self) -> None:
+        self.llm.finish_weight_update()
+        # Cached prompt KV was computed by the old weights; reusing it would mix versions.
+        self.llm.reset_prefix_cache()
+
+    def update_weight_version(self, version: str) -> None:
+        self.llm.update_weight_version(version)
+        self.version = version
+
+    def get_weight_version(self) -> str:
+        return self.llm.get_weight_version()
+
+    def shutdown_weight_transfer_engine(self) -> None:
+        self.llm.shutdown_weight_transfer_engine()
+
+
+def start_engines(
+    count: int, cfg: EngineConfig, options: dict[str, Any], *, timeout_s: float = 600
+) -> list[Any]:
+    """Start `count` engine actors and wait until each has loaded its model."""
+    import ray
+
+    actor_cls = ray.remote(RolloutEngine)
+    handles = [actor_cls.options(**options).remote(cfg) for _ in range(count)]
+    ray.get([h.ready.remote() for h in handles], timeout=timeout_s)
+    return handles
+
+
+def generate_groups(
+    handles: Sequence[Any],
+    prompts: Sequence[Sequence[int]],
+    *,
+    n: int,
+    temperature: float,
+    max_tokens: int,
+    seeds: Sequence[int] | None = None,
+    logprobs: bool = True,
+) -> list[list[Sample]]:
+    """Spread prompts over the engines in contiguous slices; results keep prompt order."""
+    import ray
+
+    if not prompts:
+        return []
+    k = min(len(handles), len(prompts))
+    bounds = [round(i * len(prompts) / k) for i in range(k + 1)]
+    refs = [
+        handles[i].generate.remote(
+            prompts[bounds[i] : bounds[i + 1]],
+            n=n,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            seeds=None if seeds is None else list(seeds[bounds[i] : bounds[i + 1]]),
+            logprobs=logprobs,
+        )
+        for i in range(k)
+    ]
+    return [group for part in ray.get(refs) for group in part]
+
+
+# ---------------------------------------------------------------------------- trainer side
+
+
+class _NamedParams:
+    """A vLLM `WeightSource` over an HF module, named as the checkpoint names it (DDP's
+    `module.` prefix removed), re-iterable each round."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        from vllm.distributed.weight_transfer.base import ParamMeta
+
+        self._model = getattr(model, "module", model)
+        self._meta = ParamMeta
+
+    def metadata(self) -> list[Any]:
+        return [self._meta(n, p.dtype, tuple(p.shape)) for n, p in self._model.named_parameters()]
+
+    def __iter__(self) -> Any:
+        for name, p in self._model.named_parameters():
+            yield name, p.detach()
+
+
+def weight_source(model: torch.nn.Module) -> Any:
+    from vllm.distributed.weight_transfer.base import WeightSource
+
+    class Source(_NamedParams, WeightSource):
+        pass
+
+    return Source(model)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
+
+
+def nccl_init_infos(
+    num_engines: int, *, master_address: str, tp_size: int = 1, ports: Sequence[int] | None = None
+) -> list[Any]:
+    """One NCCL transfer group per engine, trainer sender at rank 0 and the engine's TP ranks
+    after it: each vLLM engine numbers its workers from rank_offset=1, so engines cannot share
+    one group."""
+    from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
+
+    ports = list(ports) if ports is not None else [free_port() for _ in range(num_engines)]
+    return [
+        NCCLTrainerInitInfo(
+            master_address=master_address, master_port=ports[i], world_size=1 + tp_size, rank=0
+        )
+        for i in range(num_engines)
+    ]
+
+
+class WeightSync:
+    """Trainer → engines, same interface on every backend: `push(model, version) -> seconds`.
+
+    Only the sender (trainer rank 0) calls it. Every push ends with `finish_weight_update`
+    and a version tag on every engine, so a rollout can be attributed to a model version.
+    """
+
+    def __init__(self, handles: Sequence[Any], backend: str, model: torch.nn.Module) -> None:
+        from vllm.distributed.weight_transfer import (
+            RayVLLMWeightSyncClient,
+            WeightTransferTrainerFactory,
+        )
+
+        self.handles = list(handles)
+        self.backend = backend
+        self.source = weight_source(model)
+        if backend == CPU_BACKEND:
+            register_cpu_backend()
+            client = RayVLLMWeightSyncClient(self.handles)
+            init = WeightTransferTrainerFactory._registry[CPU_BACKEND]().init_info(rank=0)
+            self.engines = [
+                WeightTransferTrainerFactory.trainer_init(init, client=client, source=self.source)
+            ]
+        else:
+            address = os.environ.get("R1P_MASTER_ADDR") or socket.gethostbyname(
+                socket.gethostname()
+            )
+            infos = nccl_init_infos(len(self.handles), master_address=address)
+            self.engines = [
+                WeightTransferTrainerFactory.trainer_init(
+                    info, client=RayVLLMWeightSyncClient(h), source=self.source
+                )
+                for info, h in zip(infos, self.handles, strict=True)
+            ]
+
+    def push(self, version: str) -> float:
+        import ray
+
+        t0 = time.perf_counter()
+        for engine in self.engines:
+            engine.send_weights()  # start → update → finish, as vLLM's trainer engines do
+        ray.get([h.update_weight_version.remote(version) for h in self.handles])
+        return time.perf_counter() - t0
+
+
+def engine_versions(handles: Sequence[Any]) -> list[str]:
+    import ray
+
+    return ray.get([h.get_weight_version.remote() for h in handles])
+
+
+def samples_to_dict(s: Sample) -> dict[str, Any]:
+    return asdict(s)
