@@ -27,21 +27,23 @@ TRL_PYTHON = ROOT / ".venv-trl" / "bin" / "python"
 SETUP_TRL = ROOT / "bench" / "setup_trl_venv.sh"
 
 
+# Defaults mirror jobs/grpo.py's (r1platform.training.settings), so the bench compares the job
+# users actually run; rewards are left to the job's default (accuracy, format) on both sides.
 @dataclass(frozen=True)
 class BenchSettings:
     model: str
     dataset: str = "arithmetic"
     steps: int = 10
     group_size: int = 8
-    prompts_per_step: int = 8
-    lr: float = 5e-5
+    prompts_per_step: int = 16
+    lr: float = 2e-3
     beta: float = 0.0
     clip_low: float = 0.2
-    clip_high: float = 0.2
+    clip_high: float = 0.28
     loss_agg: str = "token-mean"
     scale_rewards: bool = True
     num_iterations: int = 1
-    max_new_tokens: int = 64
+    max_new_tokens: int = 48
     temperature: float = 1.0
     seed: int = 0
     eval_n: int = 200
@@ -79,6 +81,7 @@ def our_command(s: BenchSettings, output_dir: Path) -> list[str]:
         # Eval at step 0 and at the last step only: both sides then pay for exactly two evals.
         f"--eval_every={s.steps}",
         f"--save_every={s.steps}",
+        f"--eval_size={s.eval_n}",
         f"--output_dir={output_dir}",
         *shared_flags(s),
     ]
