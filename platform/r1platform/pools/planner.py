@@ -27,6 +27,9 @@ from .errors import FitError, InfeasibleError
 from .models import Fleet, Pool
 from .workloads import ServingWorkload, TrainingJob, Workloads
 
+# Above this many replica options, stage 1 anchors the ILP on its LP relaxation (see
+# _solve_serving); below it the ILP is solved from scratch, exactly.
+EXACT_MAX_OPTIONS = 150
 # Mixed precision AdamW under FSDP: bf16 weights + grads (4 B/param) + fp32 master, m, v
 # (12 B/param), sharded over the job's GPUs (ZeRO-3 / FSDP full shard). Activations excluded.
 TRAIN_BYTES_PER_PARAM = 16.0
@@ -210,7 +213,7 @@ class _Model:
     def row(self, coefs: dict[int, float], lo: float, hi: float) -> None:
         self.rows.append((coefs, lo, hi))
 
-    def solve(self, c: np.ndarray, time_limit: float, gap: float):
+    def solve(self, c: np.ndarray, time_limit: float, gap: float, integral: bool = True):
         n = len(self.lb)
         r, cidx, vals = [], [], []
         for i, (coefs, _, _) in enumerate(self.rows):
@@ -223,7 +226,8 @@ class _Model:
         hi = np.array([x[2] for x in self.rows])
         cons = [LinearConstraint(a, lo, hi)] if self.rows else []
         return milp(
-            c, integrality=np.ones(n), bounds=Bounds(np.array(self.lb), np.array(self.ub)),
+            c, integrality=np.ones(n) if integral else np.zeros(n),
+            bounds=Bounds(np.array(self.lb), np.array(self.ub)),
             constraints=cons,
             options={"time_limit": max(time_limit, 0.05), "mip_rel_gap": gap, "presolve": True},
         )
@@ -240,7 +244,7 @@ def plan(
     profiles: Profiles | None = None,
     time_limit_s: float = 10.0,
     method: str = "ilp",
-    mip_gap: float = 1e-6,
+    mip_gap: float = 1e-4,
     rates: Mapping[str, float] | None = None,
 ) -> Plan:
     """Solve the placement. `rates` overrides request_rate per deployment (the controller passes
@@ -259,8 +263,10 @@ def plan(
     solver: dict = {"method": method}
     x: np.ndarray | None = None
     if method == "ilp":
-        x, status = _solve_serving(fleet, active, options, deadline, mip_gap)
+        trainable = {p.name for j in workloads.training for p in _training_pools(j, fleet)}
+        x, status, info = _solve_serving(fleet, active, options, deadline, mip_gap, trainable)
         solver["serving_status"] = status
+        solver.update({k: round(v, 6) for k, v in info.items()})
         if x is None and status == "infeasible":
             _raise_infeasible(fleet, active, options, deadline)
     if x is None:
@@ -269,17 +275,13 @@ def plan(
         if x is None:
             _raise_infeasible(fleet, active, options, deadline)
     assert x is not None
-    serve_cost = float(sum(o.replica_cost_per_hour * n for o, n in zip(options, x, strict=True)))
-
     jobs = sorted(workloads.training, key=lambda j: (-j.priority, j.name))
     train: dict[tuple[str, str], int] = {}
     if jobs:
         if solver["method"] == "ilp":
-            res = _solve_training(
-                fleet, active, options, x, jobs, serve_cost, deadline, mip_gap
-            )
+            res = _solve_training(fleet, options, x, jobs, deadline, mip_gap)
             if res is not None:
-                x, train = res
+                train = res
             else:
                 solver["training_status"] = "time limit: greedy"
                 train = _greedy_training(fleet, options, x, jobs)
@@ -313,10 +315,13 @@ def _check_every_deployment_has_options(fleet, serving, options) -> None:
 def _serving_model(fleet, active, options, slack: bool = False):
     m = _Model()
     cap = {p.name: p.gpus_capacity for p in fleet.pools}
+    rate = {w.name: w.request_rate for w in active}
     xs = []
     for o in options:
-        ub = cap[o.pool] // o.gpus_per_replica
-        xs.append(m.var(0, ub if any(w.name == o.deployment for w in active) else 0))
+        # More replicas of one option than cover the whole demand alone is never optimal; the
+        # tight bound shrinks HiGHS' branch-and-bound tree by orders of magnitude.
+        need = fitmod.ceil_div(rate.get(o.deployment, 0.0), o.replica_capacity_rps)
+        xs.append(m.var(0, min(cap[o.pool] // o.gpus_per_replica, need)))
     by_dep: dict[str, dict[int, float]] = defaultdict(dict)
     by_pool: dict[str, dict[int, float]] = defaultdict(dict)
     for i, o in enumerate(options):
@@ -335,46 +340,73 @@ def _serving_model(fleet, active, options, slack: bool = False):
     return m, xs, by_pool, slacks
 
 
-def _solve_serving(fleet, active, options, deadline, gap):
+def _solve_serving(fleet, active, options, deadline, gap, trainable=frozenset()):
+    """Stage 1. Small models are solved exactly. Large ones first solve the LP relaxation and
+    fix each option's replicas to at least floor(LP): the LP already places the bulk of every
+    big deployment, and the integer program only decides the last replicas (0.1-0.2 s instead
+    of 1-20 s for the from-scratch ILP at 10k GPUs x 50 deployments; bench/planner.py measures
+    the cost it gives up against the from-scratch optimum, ~0.1-0.6%). The LP value is a proven
+    lower bound, reported as `lp_bound` with the worst-case `gap_bound`. No time-dependent
+    incumbent is ever used when the solve finishes, so answers are deterministic."""
+    info: dict = {}
     if not active:
-        return np.zeros(len(options), dtype=int), "optimal"
+        return np.zeros(len(options), dtype=int), "optimal", info
     m, xs, _, _ = _serving_model(fleet, active, options)
-    c = np.array([o.replica_cost_per_hour for o in options])
+    # Tie-break among equal-cost placements: prefer GPUs no training job can use. The weight
+    # (1e-6 $/h per GPU) is below any price difference, so it never changes the cost optimum.
+    c = np.array([o.replica_cost_per_hour + 1e-6 * o.gpus_per_replica * (o.pool in trainable)
+                  for o in options])
+    if len(options) > EXACT_MAX_OPTIONS:
+        lp = m.solve(c, deadline - time.perf_counter(), gap, integral=False)
+        if lp.x is None:
+            return None, "infeasible" if lp.status == 2 else "time limit", info
+        info["lp_bound"] = float(lp.fun)
+        for i, v in zip(xs, lp.x[xs], strict=True):
+            m.lb[i] = float(math.floor(v + 1e-9))
     res = m.solve(c, deadline - time.perf_counter(), gap)
+    if res.x is None and "lp_bound" in info:
+        return None, "time limit", info
     if res.x is not None:
-        return _round(res.x[xs]), "optimal" if res.status == 0 else "time limit (incumbent)"
-    return None, "infeasible" if res.status == 2 else "time limit"
+        if "lp_bound" in info:
+            info["gap_bound"] = (float(res.fun) - info["lp_bound"]) / max(info["lp_bound"], 1e-9)
+        return _round(res.x[xs]), "optimal" if res.status == 0 else "time limit (incumbent)", info
+    return None, "infeasible" if res.status == 2 else "time limit", info
 
 
-def _solve_training(fleet, active, options, x_serving, jobs, serve_cost, deadline, gap):
-    m, xs, _by_pool, _ = _serving_model(fleet, active, options)
-    cap_rows = {p.name: i for i, p in enumerate(fleet.pools, start=len(active))}
-    # Hold serving at its optimum cost (relative tolerance for HiGHS' float arithmetic).
-    m.row({xs[i]: o.replica_cost_per_hour for i, o in enumerate(options)}, -np.inf,
-          serve_cost * (1 + 1e-9) + 1e-6)
+def _solve_training(fleet, options, x_serving, jobs, deadline, gap):
+    """Training on what serving leaves: serving is fixed at the stage-1 optimum (the stage-1
+    tie-break already steered it off GPUs training can use), so this ILP has only
+    jobs x pools variables and stays small at any fleet size."""
+    m = _Model()
+    free = {p.name: p.gpus_capacity for p in fleet.pools}
+    for o, n in zip(options, x_serving, strict=True):
+        free[o.pool] -= int(n) * o.gpus_per_replica
+    by_pool: dict[str, dict[int, float]] = defaultdict(dict)
     ys: dict[tuple[str, str], int] = {}
     for j in jobs:
-        pools = _training_pools(j, fleet)
         ws = []
-        for p in pools:
+        for p in _training_pools(j, fleet):
+            if free[p.name] < max(j.gpus.min, 1):
+                continue
             w = m.var(0, 1)
-            y = m.var(0, min(j.gpus.max, p.gpus_capacity))
+            y = m.var(0, min(j.gpus.max, free[p.name]))
             ys[(j.name, p.name)] = y
             ws.append(w)
+            by_pool[p.name][y] = 1.0
             # y in [min*w, max*w]: a job runs in one pool, at least min GPUs or not at all.
             m.row({y: 1.0, w: -float(j.gpus.max)}, -np.inf, 0.0)
             m.row({y: 1.0, w: -float(max(j.gpus.min, 1))}, 0.0, np.inf)
-            coefs, lo, hi = m.rows[cap_rows[p.name]]
-            m.rows[cap_rows[p.name]] = ({**coefs, y: 1.0}, lo, hi)
         if ws:
             m.row(dict.fromkeys(ws, 1.0), 0.0, 1.0)
     if not ys:
-        return x_serving, {}
-    levels = sorted({j.priority for j in jobs}, reverse=True)
+        return {}
+    for pool, coefs in by_pool.items():
+        m.row(coefs, -np.inf, free[pool])
     n = len(m.lb)
     sol = None
-    for level in levels:
-        idx = [v for (jn, _), v in ys.items() if _job(jobs, jn).priority == level]
+    prio = {j.name: j.priority for j in jobs}
+    for level in sorted({j.priority for j in jobs}, reverse=True):
+        idx = [v for (jn, _), v in ys.items() if prio[jn] == level]
         if not idx:
             continue
         c = np.zeros(n)
@@ -383,12 +415,11 @@ def _solve_training(fleet, active, options, x_serving, jobs, serve_cost, deadlin
         if res.x is None:
             return None
         sol = res.x
-        got = float(round(-res.fun))
-        m.row(dict.fromkeys(idx, 1.0), got - 0.5, np.inf)
+        # Hold this level at its optimum while lower levels are maximised.
+        m.row(dict.fromkeys(idx, 1.0), float(round(-res.fun)) - 0.5, np.inf)
     if sol is None:
-        return None
-    train = {k: round(sol[v]) for k, v in ys.items() if round(sol[v]) > 0}
-    return _round(sol[xs]), train
+        return {}
+    return {k: round(sol[v]) for k, v in ys.items() if round(sol[v]) > 0}
 
 
 def _job(jobs, name):
