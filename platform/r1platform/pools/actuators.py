@@ -245,7 +245,7 @@ class MemoryTraining:
     def current_gpus(self, job: str) -> int:
         if job in self.pending:
             target, left = self.pending[job]
-            if left <= 0:
+            if left <= 1:  # the checkpoint finished: the job releases its GPUs
                 self.gpus[job] = target
                 del self.pending[job]
             else:

@@ -30,6 +30,13 @@ def _fail(e: Exception, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _print_table(renderable) -> None:
+    # Piped or captured output defaults to 80 columns, which truncates every column; tables are
+    # meant to be read whole, so widen them there (a terminal keeps its own width).
+    c = out if out.is_terminal else Console(width=180)
+    c.print(renderable)
+
+
 PoolsOpt = Annotated[Path, typer.Option("--pools", "-p", help="Pools YAML.")]
 WorkloadsOpt = Annotated[Path, typer.Option("--workloads", "-w", help="Workloads YAML.")]
 
@@ -60,7 +67,7 @@ def plan_cmd(
     if format is Format.json:
         print(json.dumps(p.to_json(), indent=2))
     else:
-        out.print(plan_tables(p, wl))
+        _print_table(plan_tables(p, wl))
 
 
 def control_cmd(
@@ -132,7 +139,7 @@ def decisions_cmd(
     if not ds:
         out.print(f"no decisions recorded yet in {decisions_file or rec.default_path()}")
         return
-    out.print(decisions_table(ds))
+    _print_table(decisions_table(ds))
 
 
 def register(app: typer.Typer) -> None:

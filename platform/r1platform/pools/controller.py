@@ -89,6 +89,7 @@ class Memory:
     last_reclaim: dict[str, float] = field(default_factory=dict)
     pending_shrink: dict[str, int] = field(default_factory=dict)
     job_pool: dict[str, str] = field(default_factory=dict)
+    layout: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     cycle: int = 0
 
 
@@ -272,7 +273,9 @@ class Controller:
 
             with self.tracer.start_as_current_span("pools.plan") as ps:
                 try:
-                    p = plan(fleet, self.workloads, rates=rates,
+                    pinned = {k: v for k, v in self.mem.layout.items()
+                              if serving_now.get(k, 0) > 0}
+                    p = plan(fleet, self.workloads, rates=rates, pinned=pinned,
                              time_limit_s=self.cfg.plan_time_limit_s)
                 except PoolsError as e:
                     set_attributes(ps, {"feasible": False, "reason": str(e)})
@@ -290,6 +293,8 @@ class Controller:
             self.last_plan = p
             cost_before = serving_cost(p, serving_now)
             actions = decide(fleet, p, serving_now, training_now, self.mem, now, self.cfg)
+            for s_ in p.serving:
+                self.mem.layout.setdefault((s_.deployment, s_.pool), (s_.tp, s_.pp))
 
             after = dict(serving_now)
             for a in actions:

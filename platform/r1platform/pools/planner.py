@@ -246,15 +246,21 @@ def plan(
     method: str = "ilp",
     mip_gap: float = 1e-4,
     rates: Mapping[str, float] | None = None,
+    pinned: Mapping[tuple[str, str], tuple[int, int]] | None = None,
 ) -> Plan:
     """Solve the placement. `rates` overrides request_rate per deployment (the controller passes
-    live load). Raises FitError / InfeasibleError with a one-line reason naming what is missing."""
+    live load); `pinned` fixes TP x PP per (deployment, pool) that already runs. Raises
+    FitError / InfeasibleError with a one-line reason naming what is missing."""
     t0 = time.perf_counter()
     serving = [
         w.model_copy(update={"request_rate": rates[w.name]}) if rates and w.name in rates else w
         for w in workloads.serving
     ]
     all_options = build_options(fleet, serving, profiles)
+    if pinned:
+        # Running replicas keep their TP x PP: changing it means replacing every replica.
+        all_options = [o for o in all_options if pinned.get((o.deployment, o.pool), (o.tp, o.pp))
+                       == (o.tp, o.pp)]
     _check_every_deployment_has_options(fleet, serving, all_options)
     options = prune(all_options)
     active = [w for w in serving if w.request_rate > 0]
@@ -321,7 +327,8 @@ def _serving_model(fleet, active, options, slack: bool = False):
         # More replicas of one option than cover the whole demand alone is never optimal; the
         # tight bound shrinks HiGHS' branch-and-bound tree by orders of magnitude.
         need = fitmod.ceil_div(rate.get(o.deployment, 0.0), o.replica_capacity_rps)
-        xs.append(m.var(0, min(cap[o.pool] // o.gpus_per_replica, need)))
+        ub = need if slack else min(cap[o.pool] // o.gpus_per_replica, need)
+        xs.append(m.var(0, ub))
     by_dep: dict[str, dict[int, float]] = defaultdict(dict)
     by_pool: dict[str, dict[int, float]] = defaultdict(dict)
     for i, o in enumerate(options):

@@ -1,0 +1,47 @@
+"""Live-actuator helpers that need no cluster: metric parsing and autoscaler bundles."""
+
+from __future__ import annotations
+
+from r1platform.pools.actuators import (
+    RayAutoscalerCapacity,
+    parse_serve_metrics,
+    parse_serve_name,
+    serve_name,
+)
+
+# Shaped like Ray's Prometheus export (ray_ prefix, counters with _total).
+METRICS = """\
+# HELP ray_serve_deployment_request_counter_total The number of queries processed.
+# TYPE ray_serve_deployment_request_counter_total counter
+ray_serve_deployment_request_counter_total{app="r1",deployment="chat@h100",replica="a"} 120.0
+ray_serve_deployment_request_counter_total{app="r1",deployment="chat@l4",replica="b"} 30.0
+ray_serve_deployment_request_counter_total{app="r1",deployment="Ingress",replica="c"} 150.0
+# HELP ray_serve_replica_processing_queries Current in-flight queries.
+# TYPE ray_serve_replica_processing_queries gauge
+ray_serve_replica_processing_queries{app="r1",deployment="chat@h100",replica="a"} 7.0
+ray_serve_replica_processing_queries{app="r1",deployment="chat@l4",replica="b"} 2.0
+# HELP ray_serve_deployment_queued_queries Queued queries.
+# TYPE ray_serve_deployment_queued_queries gauge
+ray_serve_deployment_queued_queries{app="r1",deployment="chat@h100"} 4.0
+"""
+
+
+def test_parse_serve_metrics_sums_pools_per_deployment():
+    m = parse_serve_metrics(METRICS)
+    assert m["chat"] == (150.0, 9.0, 4.0)
+    assert m["Ingress"] == (150.0, 0.0, 0.0)
+
+
+def test_serve_name_round_trip():
+    assert parse_serve_name(serve_name("r1-7b", "h100")) == ("r1-7b", "h100")
+    assert parse_serve_name("Ingress") == ("Ingress", None)
+
+
+def test_autoscaler_bundles_one_per_node_pinned_to_the_pool():
+    cap = RayAutoscalerCapacity({"h100": 8, "l4": 1}, {"h100": "H100", "l4": "L4"})
+    bundles, selectors = cap.bundles({"h100": 12, "l4": 2})
+    assert bundles == [{"pool:h100": 8.0}] * 2 + [{"pool:l4": 1.0}] * 2
+    assert selectors[0] == {"r1p.pool": "h100"}
+    real = RayAutoscalerCapacity({"h100": 8}, {"h100": "H100"}, virtual=False)
+    b, s = real.bundles({"h100": 8})
+    assert b == [{"GPU": 8.0}] and s == [{"ray.io/accelerator-type": "H100", "r1p.pool": "h100"}]

@@ -1,0 +1,163 @@
+"""The reconcile loop on in-memory actuators: burst -> reclaim -> scale -> give back."""
+
+from __future__ import annotations
+
+import pytest
+from r1platform.pools import decisions as rec
+from r1platform.pools.actuators import MemoryCapacity, MemoryServe, MemoryTraining
+from r1platform.pools.catalog import load_catalog
+from r1platform.pools.controller import (
+    Controller,
+    ControllerConfig,
+    DeploymentLoad,
+    Memory,
+    target_rates,
+)
+from r1platform.pools.models import Fleet, Pool
+from r1platform.pools.workloads import GpuRange, ServingWorkload, SloSpec, TrainingJob, Workloads
+from r1platform.telemetry import in_memory_exporter
+
+_EXPORTER = in_memory_exporter()
+
+
+class ScriptedLoad:
+    def __init__(self) -> None:
+        self.rate = 1.0
+        self.queued = 0.0
+
+    def read(self) -> dict[str, DeploymentLoad]:
+        return {"chat": DeploymentLoad(ongoing=self.rate, queued=self.queued,
+                                       request_rate=self.rate)}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def setup(tmp_path):
+    fleet = Fleet(pools=[Pool(name="h100", gpu="H100", nodes=2, gpus_per_node=8)],
+                  catalog=load_catalog())
+    wl = Workloads(
+        serving=[ServingWorkload(name="chat", model="r1-distill-qwen-7b", request_rate=1.0,
+                                 avg_input_tokens=500, avg_output_tokens=800,
+                                 slo=SloSpec(ttft_p99_s=2.0, tpot_p99_s=0.03))],
+        training=[TrainingJob(name="grpo", model="r1-distill-qwen-7b",
+                              gpus=GpuRange(min=2, max=16), priority=1)],
+    )
+    load, serve, cap, train, clock = (ScriptedLoad(), MemoryServe(), MemoryCapacity(),
+                                      MemoryTraining(release_after=1), Clock())
+    cfg = ControllerConfig(interval_s=30, down_cooldown_s=120, lend_cooldown_s=60)
+    ctl = Controller(fleet, wl, load, serve, cap, train, cfg, clock=clock,
+                     record_path=str(tmp_path / "d.jsonl"))
+    return ctl, load, serve, cap, train, clock
+
+
+def _used(serve: MemoryServe, train: MemoryTraining, ctl: Controller) -> int:
+    per = {(s.deployment, s.pool): s.gpus // s.replicas for s in ctl.last_plan.serving}
+    per.update({(o.deployment, o.pool): o.gpus_per_replica for o in ctl.last_plan.options
+                if (o.deployment, o.pool) not in per})
+    return sum(n * per[k] for k, n in serve.replicas.items()) + sum(train.gpus.values())
+
+
+def test_burst_reclaims_with_checkpoint_then_gives_back(setup):
+    ctl, load, serve, cap, train, clock = setup
+    _EXPORTER.clear()
+
+    # Quiet: one replica serves, training borrows the rest of the 16 H100s.
+    ctl.step()
+    assert serve.replicas[("chat", "h100")] >= 1
+    quiet_replicas = serve.replicas[("chat", "h100")]
+    assert train.gpus["grpo"] == 16 - quiet_replicas * ctl.last_plan.serving[0].gpus // \
+        ctl.last_plan.serving[0].replicas
+    assert cap.requested == {"h100": 16}
+
+    # Burst: serving needs GPUs the job holds -> checkpoint-and-shrink first, no over-commit.
+    load.rate = 40.0
+    clock.t += 30
+    ds = ctl.step()
+    kinds = [d.kind for d in ds]
+    assert "reclaim" in kinds
+    assert train.checkpoints["grpo"] == 1
+    assert _used(serve, train, ctl) <= 16
+    clock.t += 30
+    ctl.step()  # the job has released; serving takes the GPUs
+    burst_replicas = serve.replicas[("chat", "h100")]
+    assert burst_replicas > quiet_replicas
+    assert _used(serve, train, ctl) <= 16
+
+    # Noise inside the hysteresis band changes nothing.
+    load.rate = 39.0
+    clock.t += 30
+    assert ctl.step() == []
+
+    # After the burst: scale-down waits for the cooldown, then training gets GPUs back.
+    load.rate = 1.0
+    clock.t += 30
+    assert [d.kind for d in ctl.step()] == []  # still inside down_cooldown_s
+    for _ in range(8):
+        clock.t += 30
+        ctl.step()
+    assert serve.replicas[("chat", "h100")] == quiet_replicas
+    assert train.gpus["grpo"] > 0
+    assert train.checkpoints["grpo"] == 1  # never shrunk without a checkpoint request
+    assert _used(serve, train, ctl) <= 16
+
+    spans = _EXPORTER.get_finished_spans()
+    roots = {s.context.span_id: s for s in spans if s.name == "pools.reconcile"}
+    assert len(roots) == 13
+    for s in spans:
+        if s.name in ("pools.plan", "pools.scale", "pools.reclaim", "pools.lend"):
+            assert s.parent is not None and s.parent.span_id in roots
+    reclaim = next(s for s in spans if s.name == "pools.reclaim")
+    a = reclaim.attributes
+    assert a["job"] == "grpo" and a["pool"] == "h100" and a["gpu"] == "H100"
+    assert a["after"] < a["before"] and "checkpoint" in a["reason"]
+    scale_up = [s for s in spans if s.name == "pools.scale" and
+                s.attributes["after"] > s.attributes["before"]]
+    assert any(s.attributes["cost_per_hour_after"] > s.attributes["cost_per_hour_before"]
+               for s in scale_up)
+    assert scale_up[0].attributes["deployment"] == "chat"
+    assert any(s.name == "pools.lend" for s in spans)
+
+    # The local record has the same decisions, in order, readable by `r1p decisions`.
+    recorded = rec.read_last(100, ctl.record_path)
+    assert [d.kind for d in recorded].count("reclaim") == 1
+    cycles = [d.cycle for d in recorded]
+    assert cycles == sorted(cycles) and recorded[-1].kind == "lend"
+    assert all(d.trace_id for d in recorded)
+
+
+def test_target_rates_hysteresis():
+    cfg = ControllerConfig(headroom=0.0, up_threshold=0.1, down_threshold=0.3,
+                           down_cooldown_s=100)
+    mem = Memory(rates={"a": 10.0}, last_up={"a": 0.0})
+    d = {"a": 1.0}
+
+    def rate(r, now, q=0.0):
+        return target_rates({"a": DeploymentLoad(0, q, r)}, mem, now, cfg, d)["a"]
+
+    assert rate(10.5, 10) == 10.0  # inside the band
+    assert rate(11.5, 10) == 11.5  # up at once
+    assert rate(5.0, 50) == 10.0  # down waits for the cooldown
+    assert rate(5.0, 150) == 5.0
+    assert rate(10.0, 10, q=60) == pytest.approx(10 + 60 / cfg.queue_drain_s)
+
+
+def test_infeasible_plan_is_recorded_not_raised(setup):
+    ctl, load, *_ = setup
+    load.rate = 1e6
+    ds = ctl.step()
+    assert ds[0].kind == "plan" and "infeasible" in ds[0].reason
+
+
+def test_dry_run_acts_on_nothing(setup):
+    ctl, _load, serve, cap, train, _clock = setup
+    ctl.dry_run = True
+    ds = ctl.step()
+    assert ds and all(not d.applied for d in ds)
+    assert serve.replicas == {} and train.gpus == {} and cap.requested == {}
