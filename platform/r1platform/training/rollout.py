@@ -107,10 +107,10 @@ def _refresh_cpu_gemms(model: torch.nn.Module) -> int:
     n = 0
     for module in model.modules():
         weight = getattr(module, "weight", None)
-        if hasattr(module, "cpu_linear") and weight is not None and weight.dim() == 2:
-            if weight.numel():
-                dispatch_cpu_unquantized_gemm(module, remove_weight=False)
-                n += 1
+        is_packed = hasattr(module, "cpu_linear") and weight is not None and weight.dim() == 2
+        if is_packed and weight.numel():
+            dispatch_cpu_unquantized_gemm(module, remove_weight=False)
+            n += 1
     return n
 
 

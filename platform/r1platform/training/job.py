@@ -1,0 +1,297 @@
+"""The GRPO job: validate → start Ray (if needed) → rollout engines → TorchTrainer → result.
+
+`main(argv)` is what `jobs/grpo.py` calls. Everything a user can get wrong (settings, model
+path, dataset path, reward import, group size) is checked before any Ray work and reported as
+one line with a non-zero exit. `submit_and_stream` runs the same job on a cluster through the
+Ray Jobs API.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from r1platform.training.settings import GRPOSettings, GRPOSettingsError, parse_settings
+
+RESULT_MARKER = "R1P_GRPO_RESULT "
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+class JobInputError(ValueError):
+    """Bad input found before training; the message is the one line to print."""
+
+
+@dataclass
+class Prepared:
+    settings: GRPOSettings
+    model_path: str
+    train_rows: list[dict[str, Any]]
+    eval_rows: list[dict[str, Any]]
+    skipped: int
+    output_dir: Path
+    storage_path: str
+
+
+def _default_output_dir() -> Path:
+    from r1platform.models.tiny import cache_dir
+
+    return cache_dir() / "runs" / time.strftime("grpo-%Y%m%d-%H%M%S")
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def _has_run_state(storage_path: str, run_name: str) -> bool:
+    """Whether Ray Train would restore an earlier run from here (and so silently resume)."""
+    if _is_uri(storage_path):
+        import pyarrow.fs
+
+        fs, root = pyarrow.fs.FileSystem.from_uri(storage_path)
+        info = fs.get_file_info(pyarrow.fs.FileSelector(f"{root}/{run_name}", allow_not_found=True))
+        return any(i.base_name.startswith("checkpoint_manager") for i in info)
+    run_dir = Path(storage_path) / run_name
+    return run_dir.is_dir() and any(run_dir.glob("checkpoint_manager*"))
+
+
+def prepare(s: GRPOSettings) -> Prepared:
+    """Every input check that needs no Ray. Raises JobInputError with a one-line message."""
+    from r1platform.training import datasets, rewards
+
+    if s.model is None:
+        from r1platform.models.tiny import ensure_tiny_model
+
+        model_path = str(ensure_tiny_model())
+    else:
+        model_path = str(Path(s.model).expanduser())
+        if not Path(model_path).is_dir():
+            raise JobInputError(f"model path not found: {s.model}")
+        if not (Path(model_path) / "config.json").is_file():
+            raise JobInputError(f"model path is not a HF model dir (no config.json): {s.model}")
+    try:
+        datasets.check_source(s.dataset)
+        rewards.load_reward_funcs(s.reward_specs())
+        train = datasets.load_prompts(s.dataset, "train", seed=s.seed)
+    except (datasets.DatasetError, rewards.RewardSpecError) as err:
+        raise JobInputError(str(err)) from None
+    try:
+        held_out = datasets.load_prompts(s.dataset, "test", limit=s.eval_size, seed=s.seed)
+        train_rows, eval_rows = train.rows, held_out.rows
+    except datasets.DatasetError:
+        # No test split: hold out the tail of train, so eval never sees a training prompt.
+        if len(train.rows) < 2:
+            raise JobInputError(f"{s.dataset}: too few rows to hold out an eval split") from None
+        k = min(s.eval_size, max(1, len(train.rows) // 10))
+        train_rows, eval_rows = train.rows[:-k], train.rows[-k:]
+    if len(train_rows) < s.prompts_per_step:
+        raise JobInputError(
+            f"{s.dataset}: {len(train_rows)} valid rows, fewer than prompts_per_step "
+            f"({s.prompts_per_step})"
+        )
+    if s.resume and s.output_dir is None:
+        raise JobInputError("--resume needs the --output_dir of the run to continue")
+    output_dir = Path(s.output_dir).expanduser() if s.output_dir else _default_output_dir()
+    if _is_uri(str(output_dir)):
+        raise JobInputError("output_dir must be a local path; use --checkpoint_uri for s3://")
+    storage = s.checkpoint_uri or str((output_dir / "checkpoints").resolve())
+    if not s.resume and _has_run_state(storage, s.run_name):
+        raise JobInputError(
+            f"{storage}/{s.run_name} already holds a run: pass --resume to continue it "
+            "or choose another --output_dir"
+        )
+    return Prepared(s, model_path, train_rows, eval_rows, train.skipped, output_dir, storage)
+
+
+def _ensure_ray(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    # No address: RAY_ADDRESS (set by `ray job submit`) or a cluster already running here;
+    # with neither, ray.init starts a local one.
+    ray.init(address=address, log_to_driver=True)
+
+
+def run(s: GRPOSettings) -> dict[str, Any]:
+    """Train; returns {"status", "checkpoint", "metrics", "output_dir", ...}."""
+    prep = prepare(s)
+    import ray
+
+    from r1platform.training import rollout
+    from r1platform.training.trainer import build_trainer
+
+    _ensure_ray(s.ray_address)
+    mode = rollout.detect_mode(ray.cluster_resources())
+    use_gpu = s.use_gpu if s.use_gpu is not None else mode == "gpu"
+    backend = rollout.sync_backend(s.weight_sync_backend, mode)
+    prep.output_dir.mkdir(parents=True, exist_ok=True)
+    if prep.skipped:
+        print(f"grpo: skipped {prep.skipped} malformed dataset rows", flush=True)
+    print(
+        f"grpo: model={prep.model_path} dataset={s.dataset} train={len(prep.train_rows)} "
+        f"eval={len(prep.eval_rows)} output_dir={prep.output_dir} checkpoints={prep.storage_path}",
+        flush=True,
+    )
+    t0 = time.perf_counter()
+    engines = rollout.start_engines(
+        s.num_rollout_engines,
+        rollout.EngineConfig(
+            model=prep.model_path,
+            max_model_len=s.max_model_len,
+            max_num_seqs=s.max_num_seqs,
+            seed=s.seed,
+            backend=backend,
+            gpu_memory_utilization=s.gpu_memory_utilization,
+        ),
+        rollout.engine_actor_options(
+            mode=mode,
+            num_cpus=s.engine_cpus,
+            accelerator_type=s.accelerator_type,
+            pool=s.rollout_pool,
+            kv_cache_gib=s.kv_cache_gib,
+        ),
+    )
+    print(f"grpo: {len(engines)} rollout engine(s) ready in {time.perf_counter() - t0:.1f}s")
+    try:
+        trainer = build_trainer(
+            s,
+            engines=engines,
+            model_path=prep.model_path,
+            train_rows=prep.train_rows,
+            eval_rows=prep.eval_rows,
+            output_dir=str(prep.output_dir),
+            storage_path=prep.storage_path,
+            use_gpu=use_gpu,
+            sync_backend=backend,
+        )
+        status, error = "SUCCEEDED", None
+        try:
+            result = trainer.fit()
+            checkpoint = result.checkpoint.path if result.checkpoint else None
+        except Exception as err:  # TrainingFailedError wraps the worker's exception
+            status, error = "FAILED", _root_message(err)
+            checkpoint = _latest_checkpoint(prep.storage_path, s.run_name)
+    finally:
+        for h in engines:
+            ray.kill(h)
+    summary = {
+        "status": status,
+        "error": error,
+        "checkpoint": checkpoint,
+        "output_dir": str(prep.output_dir),
+        "metrics": last_metrics(prep.output_dir / "metrics.jsonl"),
+        "eval_curve": eval_curve(prep.output_dir / "metrics.jsonl"),
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
+    (prep.output_dir / "result.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _root_message(err: BaseException) -> str:
+    text = str(err)
+    for marker in ("TrainingAborted: ", "Error: "):
+        if marker in text:
+            return text.rsplit(marker, 1)[1].strip().splitlines()[0]
+    return text.strip().splitlines()[-1] if text.strip() else type(err).__name__
+
+
+def _latest_checkpoint(storage_path: str, run_name: str) -> str | None:
+    if _is_uri(storage_path):
+        return None
+    found = sorted((Path(storage_path) / run_name).glob("step_*"))
+    from r1platform.training.trainer import verify_checkpoint
+
+    good = [p for p in found if verify_checkpoint(p)]
+    return str(good[-1]) if good else None
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def last_metrics(path: Path) -> dict[str, Any]:
+    records = read_metrics(path)
+    return records[-1] if records else {}
+
+
+def eval_curve(path: Path) -> list[tuple[int, float]]:
+    return [
+        (r["step"], r["eval_accuracy"])
+        for r in read_metrics(path)
+        if isinstance(r.get("eval_accuracy"), int | float) and math.isfinite(r["eval_accuracy"])
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        settings = parse_settings(argv)
+        prepare(settings)  # fail fast, before any Ray work
+        summary = run(settings)
+    except (GRPOSettingsError, JobInputError) as err:
+        print(f"grpo: error: {err}", file=sys.stderr, flush=True)
+        return 2
+    print(RESULT_MARKER + json.dumps(summary), flush=True)
+    if summary["status"] != "SUCCEEDED":
+        print(f"grpo: failed: {summary['error']}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def submit_and_stream(address: str, args: list[str]) -> dict[str, Any]:
+    """Submit jobs/grpo.py to a running cluster via the Jobs API, stream its logs to stdout,
+    and return {"status", "job_id", "checkpoint", "metrics", ...} from the job's result line."""
+    import asyncio
+
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(address)
+    entry = " ".join(["python", "jobs/grpo.py", *(_quote(a) for a in args)])
+    job_id = client.submit_job(
+        entrypoint=entry,
+        runtime_env={
+            "working_dir": str(REPO_ROOT),
+            "excludes": [".venv", ".git", "**/__pycache__", "outputs", "*.egg-info"],
+        },
+    )
+    result: dict[str, Any] = {}
+
+    async def tail() -> None:
+        buf = ""
+        async for chunk in client.tail_job_logs(job_id):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+            buf += chunk
+            *lines, buf = buf.split("\n")
+            for line in lines:
+                if line.startswith(RESULT_MARKER):
+                    result.update(json.loads(line[len(RESULT_MARKER) :]))
+
+    asyncio.run(tail())
+    status = client.get_job_status(job_id)
+    while status not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+        time.sleep(0.5)
+        status = client.get_job_status(job_id)
+    if not result:
+        for line in client.get_job_logs(job_id).splitlines():
+            if line.startswith(RESULT_MARKER):
+                result.update(json.loads(line[len(RESULT_MARKER) :]))
+    return {
+        **result,
+        "job_id": job_id,
+        "status": str(status.value if hasattr(status, "value") else status),
+        "train_status": result.get("status"),
+    }
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
