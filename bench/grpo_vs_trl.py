@@ -63,7 +63,6 @@ def shared_flags(s: BenchSettings) -> list[str]:
         f"--clip_low={s.clip_low}",
         f"--clip_high={s.clip_high}",
         f"--loss_agg={s.loss_agg}",
-        f"--scale_rewards={str(s.scale_rewards).lower()}",
         f"--num_iterations={s.num_iterations}",
         f"--max_new_tokens={s.max_new_tokens}",
         f"--temperature={s.temperature}",
@@ -83,6 +82,8 @@ def our_command(s: BenchSettings, output_dir: Path) -> list[str]:
         f"--save_every={s.steps}",
         f"--eval_size={s.eval_n}",
         f"--output_dir={output_dir}",
+        # pydantic-settings' implicit boolean flags take no value.
+        "--scale_rewards" if s.scale_rewards else "--no-scale_rewards",
         *shared_flags(s),
     ]
 
@@ -96,6 +97,7 @@ def trl_command(s: BenchSettings, reward_funcs: str) -> list[str]:
         f"--eval_n={s.eval_n}",
         f"--reward_funcs={reward_funcs}",
         "--eval_before",
+        f"--scale_rewards={str(s.scale_rewards).lower()}",
         *shared_flags(s),
     ]
 
@@ -287,7 +289,9 @@ def format_table(ours: SideResult, trl: SideResult) -> str:
         f"|{'-' * 32}|{'-' * 11}|{'-' * 11}|{'-' * 13}|",
     ]
     for label, key, higher in ROWS:
-        a, b = getattr(ours, key), getattr(trl, key)
+        # A failed side's partial numbers (e.g. the seconds it took to fail) are not results.
+        a = getattr(ours, key) if ours.ok else None
+        b = getattr(trl, key) if trl.ok else None
         ratio = speedup(a, b, higher)
         shown = "n/a" if ratio is None else f"{ratio:.2f}x"
         if key.startswith("eval_accuracy") and a is not None and b is not None:

@@ -40,10 +40,14 @@ def test_our_command_carries_the_issue_flags():
         "--group_size=4",
         "--lr=0.0001",
         "--prompts_per_step=2",
-        "--max_new_tokens=64",
+        "--max_new_tokens=48",
         "--eval_every=3",
+        "--scale_rewards",
     ):
         assert flag in cmd
+    no_scale = bench.BenchSettings(model="/m", scale_rewards=False)
+    assert "--no-scale_rewards" in bench.our_command(no_scale, Path("/out"))
+    assert not peer.parse_args(bench.trl_command(no_scale, "accuracy")[2:]).scale_rewards
 
 
 def test_trl_loss_types_cover_every_aggregation():
@@ -98,11 +102,24 @@ def test_speedup_and_table():
     trl = bench.SideResult("trl", True, s_per_step=6.0, eval_accuracy=0.4)
     table = bench.format_table(ours, trl)
     assert "3.00x" in table and "+10.0 pts" in table
-    missing = bench.format_table(bench.SideResult("ours", False, error="no job"), trl)
+    failed = bench.SideResult("ours", False, wall_s=0.3, error="no job")
+    missing = bench.format_table(failed, trl)
     assert "ours: not measured: no job" in missing
+    assert "0.300" not in missing and "x |" not in missing.split("process wall")[1]
 
 
 def test_last_json_line():
     assert bench.last_json_line('log\n{"a": 1}\n') == {"a": 1}
     with pytest.raises(ValueError, match="no JSON"):
         bench.last_json_line("only logs\n")
+
+
+def test_the_job_parses_the_orchestrators_command(tmp_path):
+    from r1platform.training.settings import parse_settings
+
+    for scale in (True, False):
+        s = bench.BenchSettings(model="/m", steps=3, lr=1e-4, scale_rewards=scale, eval_n=50)
+        parsed = parse_settings(bench.our_command(s, tmp_path)[2:])
+        assert (parsed.model, parsed.max_steps, parsed.lr) == ("/m", 3, 1e-4)
+        assert (parsed.scale_rewards, parsed.eval_size, parsed.clip_high) == (scale, 50, 0.28)
+        assert str(parsed.output_dir) == str(tmp_path)
