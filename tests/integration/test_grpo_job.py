@@ -95,35 +95,33 @@ def test_resumed_run_matches_uninterrupted_run(ray_local, tmp_path: Path):
 
 
 def test_killed_worker_resumes_from_last_checkpoint(ray_local, tmp_path: Path):
-    import ray
-    from ray.util.state import list_actors
+    import signal
 
     killed: dict[str, int] = {}
 
     def killer():
-        deadline = time.time() + 240
-        path = tmp_path / "metrics.jsonl"
+        deadline = time.time() + 300
+        path, pids = tmp_path / "metrics.jsonl", tmp_path / "workers.json"
         while time.time() < deadline:
             steps = [json.loads(x)["step"] for x in path.read_text().splitlines()] if (
                 path.exists()) else []  # fmt: skip
-            if steps and max(steps) >= 3:  # a checkpoint exists at step 2
-                for a in list_actors(filters=[("state", "=", "ALIVE")]):
-                    if a.class_name == "RayTrainWorker":
-                        ray.kill(ray.get_actor(a.name, a.ray_namespace)) if a.name else (
-                            os.kill(a.pid, 9))  # fmt: skip
-                        killed["at"] = max(steps)
-                        return
-            time.sleep(0.2)
+            if steps and max(steps) >= 3 and pids.exists():  # a checkpoint exists at step 2
+                pid = json.loads(pids.read_text())["0"]
+                os.kill(pid, signal.SIGKILL)
+                killed["at"], killed["pid"] = max(steps), pid
+                return
+            time.sleep(0.1)
 
     t = threading.Thread(target=killer, daemon=True)
     t.start()
-    res = _run(tmp_path, max_steps=6, save_every=2, eval_every=10, max_failures=2)
+    res = _run(tmp_path, max_steps=8, save_every=2, eval_every=10, max_failures=2)
     t.join(timeout=5)
     assert "at" in killed, "the worker was never killed"
     assert res["status"] == "SUCCEEDED", res
+    assert json.loads((tmp_path / "workers.json").read_text())["0"] != killed["pid"]
     steps = [r["step"] for r in _metrics(tmp_path)]
-    assert steps == [0, 1, 2, 3, 4, 5, 6]  # restarted at 2, history rewritten consistently
-    assert Path(res["checkpoint"]).name == "step_000006"
+    assert steps == list(range(9))  # restarted from step 2; history rewritten consistently
+    assert Path(res["checkpoint"]).name == "step_000008"
 
 
 def test_nan_losses_skip_then_abort_keeping_last_good_checkpoint(ray_local, tmp_path: Path):

@@ -22,6 +22,7 @@ from pydantic_settings import (
 
 LossAgg = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 SyncBackend = Literal["auto", "cpu", "nccl"]
+DEFAULT_WEIGHTS = {"accuracy": 1.0, "format": 0.1, "tag_count": 0.1}
 
 # The YAML file named by --config; a context variable because pydantic-settings builds its
 # sources inside a classmethod that cannot receive per-call arguments.
@@ -49,13 +50,16 @@ class GRPOSettings(BaseSettings):
         default_factory=lambda: ["accuracy", "format"],
         description="builtin names or module:function import paths",
     )
-    reward_weights: list[float] | None = Field(None, description="one per reward; default 1")
+    reward_weights: list[float] | None = Field(
+        None, description="one per reward; default: accuracy 1, format/tag_count 0.1, others 1"
+    )
     eval_size: int = Field(64, ge=1, description="held-out prompts for greedy eval")
 
     # Algorithm.
     group_size: int = Field(8, ge=2, description="completions per prompt (G)")
     prompts_per_step: int = Field(16, ge=1, description="prompts per optimizer step (B)")
-    lr: float = Field(2e-3, gt=0)
+    # Tuned on the tiny model: 5e-4 and up collapses the reasoning trace within ~10 steps.
+    lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     beta: float = Field(0.0, ge=0, description="k3 KL coefficient; 0 loads no reference")
     clip_low: float = Field(0.2, ge=0, lt=1)
@@ -71,7 +75,7 @@ class GRPOSettings(BaseSettings):
     max_model_len: int = Field(256, ge=16)
 
     # Schedule.
-    max_steps: int = Field(60, ge=1)
+    max_steps: int = Field(40, ge=1)
     time_limit_s: float | None = Field(None, gt=0, description="stop after this much training")
     eval_every: int = Field(10, ge=1)
     save_every: int = Field(20, ge=1)
@@ -135,7 +139,9 @@ class GRPOSettings(BaseSettings):
         return tuple(sources)
 
     def reward_specs(self) -> list[dict[str, Any]]:
-        weights = self.reward_weights or [1.0] * len(self.rewards)
+        # Format is a shaping term: weighted like accuracy it wins, and the policy learns to
+        # drop the reasoning trace to close the tags sooner (seen at weight 0.25 and 1).
+        weights = self.reward_weights or [DEFAULT_WEIGHTS.get(r, 1.0) for r in self.rewards]
         return [{"spec": s, "weight": w} for s, w in zip(self.rewards, weights, strict=True)]
 
 

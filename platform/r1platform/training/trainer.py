@@ -365,6 +365,11 @@ def train_loop(config: dict[str, Any]) -> None:
         torch.manual_seed(s.seed + rank)
         random.seed(s.seed + rank)
 
+    # Where each rank runs, for operators (and the worker-kill test): rank -> pid.
+    pids = _allgather(os.getpid(), world)
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "workers.json").write_text(json.dumps(dict(enumerate(pids))))
     console = _console() if rank == 0 else None
     log = MetricsLog(out_dir / "metrics.jsonl", step) if rank == 0 else None
     sync = WeightSync(handles, config["sync_backend"], model) if rank == 0 else None
