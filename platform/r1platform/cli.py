@@ -1,0 +1,138 @@
+"""`r1p`: the platform's command line (typer + rich)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from r1platform.config import ConfigError, load_settings
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="r1-platform: serve and "
+    "GRPO-train R1-style reasoning models on one heterogeneous GPU fleet.",
+)
+model_app = typer.Typer(no_args_is_help=True, help="Model utilities.")
+app.add_typer(model_app, name="model")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+@model_app.command("build-tiny")
+def build_tiny(
+    out: Path = typer.Option(None, help="output dir (default: the cache's models/tiny-r1)"),
+    seed: int = typer.Option(0, help="seed; the build is deterministic given it"),
+    force: bool = typer.Option(False, help="rebuild even if present"),
+) -> None:
+    """Build the tiny R1 base model (a Qwen2 HF directory) used by the local platform."""
+    from r1platform.models.tiny import build_tiny_model, default_model_dir, is_built
+
+    target = out or default_model_dir()
+    if is_built(target, seed) and not force:
+        console.print(f"tiny model already built at [bold]{target}[/]")
+        return
+    with console.status("pre-training the tiny model on arithmetic traces…"):
+        info = build_tiny_model(target, seed=seed)
+    console.print(
+        f"built [bold]{target}[/] in {info['train_seconds']} s (loss {info['final_loss']})"
+    )
+
+
+@app.command()
+def up(
+    pools: Path = typer.Option(Path("configs/pools/local.yaml"), help="pools YAML"),
+    config: Path = typer.Option(Path("configs/local.yaml"), help="settings YAML (R1P_CONFIG)"),
+) -> None:
+    """Start the local Ray cluster with its virtual GPU fleet and deploy the OpenAI endpoint."""
+    from r1platform import localcluster
+    from r1platform.pools.errors import PoolsConfigError
+    from r1platform.pools.models import load_pools
+
+    if not config.is_file():
+        raise fail(f"config file not found: {config}")
+    os.environ["R1P_CONFIG"] = str(config.resolve())
+    try:
+        settings = load_settings()
+        fleet = load_pools(pools)
+    except (ConfigError, PoolsConfigError) as err:
+        raise fail(str(err)) from None
+    spec = localcluster.ClusterSpec()
+    with console.status("starting") as status:
+        try:
+            state = localcluster.up(fleet, spec, settings.serve.port, status.update)
+        except RuntimeError as err:
+            raise fail(str(err)) from None
+    console.print(
+        f"[green]ready[/]  endpoint [bold]{state.serve_url}[/]  "
+        f"dashboard [bold]{state.dashboard_url}[/]"
+    )
+
+
+@app.command()
+def down() -> None:
+    """Stop everything `r1p up` started."""
+    from r1platform import localcluster
+
+    state = localcluster.load_state()
+    port = (
+        int(state.gcs_address.rsplit(":", 1)[1]) if state else localcluster.ClusterSpec().gcs_port
+    )
+    n = localcluster.stop_cluster(port)
+    console.print(f"stopped {n} processes" if n else "nothing was running")
+
+
+@app.command()
+def status() -> None:
+    """Cluster nodes and pools, Serve deployments and replica placement, and jobs."""
+    from r1platform import localcluster
+
+    state = localcluster.load_state()
+    if state is None or not localcluster.cluster_pids(int(state.gcs_address.rsplit(":", 1)[1])):
+        raise fail("no local cluster is running (start one with `r1p up`)")
+    report = localcluster.status_report(state.gcs_address, state.dashboard_url)
+    console.print(f"endpoint {state.serve_url}   dashboard {state.dashboard_url}")
+    nodes = Table("node", "role", "pool", "gpu", "gpus", "cpus", title="nodes and pools")
+    for n in report["nodes"]:
+        gpu = f"{n['gpu']} (simulated)" if n["simulated"] else n["gpu"]
+        nodes.add_row(n["node_id"], n["role"], n["pool"], gpu, str(n["gpus"]), str(n["cpus"]))
+    console.print(nodes)
+    reps = Table("app", "deployment", "replica", "pool", "gpu", title="serve replicas")
+    for r in report["replicas"]:
+        reps.add_row(r["app"], r["deployment"], r["actor"], r["pool"], r["gpu"])
+    console.print(reps)
+    for name, a in report["apps"].items():
+        console.print(
+            f"app [bold]{name}[/]: {a['status']}  "
+            + ", ".join(f"{d}={s}" for d, s in a["deployments"].items())
+        )
+    jobs = Table("job", "status", "entrypoint", title="jobs")
+    for j in report["jobs"]:
+        jobs.add_row(j["id"], j["status"], j["entrypoint"])
+    console.print(jobs)
+
+
+def _register_pools() -> None:
+    from r1platform.pools.cli import register
+
+    register(app)
+
+
+_register_pools()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
