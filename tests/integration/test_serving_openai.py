@@ -1,0 +1,358 @@
+"""The OpenAI endpoint end to end: a real local Ray cluster, real Serve replicas, real vLLM
+CPU engines, the official openai client. One deployment serves every test in this module:
+engine starts dominate the cost, and sharing them is what a real cluster does too."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+
+import httpx
+import openai
+import pytest
+
+pytestmark = pytest.mark.integration
+
+KEYS = ["sk-test-alpha", "sk-test-beta"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served():
+    os.environ["R1P_OTEL_INMEMORY"] = "1"
+    import ray
+    from r1platform.config import load_settings
+    from r1platform.models.tiny import ensure_tiny_model
+    from r1platform.serving.app import build_app
+    from r1platform.serving.deployments import OpenAIIngress
+    from ray import serve
+
+    model_dir = ensure_tiny_model()
+    ray.init(
+        address="local",
+        num_cpus=8,
+        include_dashboard=False,
+        resources={"accelerator_type:L4": 4, "pool:l4": 4, "accelerator_type:A100-80G": 2},
+    )
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    settings = load_settings(
+        models={
+            # two replicas of one model on the L4 pool
+            "tiny-r1": {
+                "accelerator_type": "L4",
+                "autoscaling": {"min_replicas": 2, "max_replicas": 2},
+            },
+            # a second model, loaded by explicit local path, with a shorter context
+            "tiny-r1-short": {
+                "path": str(model_dir),
+                "accelerator_type": "A100-80G",
+                "max_model_len": 128,
+            },
+        }
+    )
+    serve.run(build_app(settings), name="r1", route_prefix="/")
+    engines = {
+        m: serve.get_deployment_handle(f"engine-{m}", app_name="r1") for m in settings.models
+    }
+    guarded = settings.serve.model_copy(update={"api_keys": KEYS, "max_concurrent_per_key": 1})
+    serve.run(
+        OpenAIIngress.options(name="GuardedIngress", ray_actor_options={"num_cpus": 0}).bind(
+            engines, guarded.model_dump()
+        ),
+        name="guarded",
+        route_prefix="/guarded",
+    )
+    base = f"http://127.0.0.1:{port}"
+    yield {"base": base, "engines": engines}
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture
+def client(served) -> openai.OpenAI:
+    return openai.OpenAI(base_url=served["base"] + "/v1", api_key="unused", max_retries=0)
+
+
+def chat_args(**kw):
+    return {
+        "model": "tiny-r1",
+        "messages": [{"role": "user", "content": "12+35"}],
+        "max_tokens": 60,
+        **kw,
+    }
+
+
+# ---- the OpenAI surface -------------------------------------------------------------------
+def test_models_lists_every_configured_model(client):
+    ids = sorted(m.id for m in client.models.list().data)
+    assert ids == ["tiny-r1", "tiny-r1-short"]
+
+
+def test_chat_non_streaming_splits_reasoning(client):
+    r = client.chat.completions.create(**chat_args(seed=3))
+    msg = r.choices[0].message
+    extra = msg.model_extra or {}
+    assert extra["reasoning_content"], "the template pre-fills <think>: output starts as reasoning"
+    assert extra["reasoning"] == extra["reasoning_content"]
+    for text in (msg.content or "", extra["reasoning_content"]):
+        assert "<think>" not in text and "</think>" not in text
+    u = r.usage
+    assert u.prompt_tokens > 0 and u.completion_tokens > 0
+    assert u.total_tokens == u.prompt_tokens + u.completion_tokens
+    assert 0 < u.completion_tokens_details.reasoning_tokens <= u.completion_tokens
+    assert r.choices[0].finish_reason in ("stop", "length")
+
+
+def test_chat_streaming_deltas_match_non_streaming(client):
+    args = chat_args(temperature=0)
+    full = client.chat.completions.create(**args).choices[0].message
+    reasoning, content, finish, usage = "", "", None, None
+    for chunk in client.chat.completions.create(
+        **args, stream=True, stream_options={"include_usage": True}
+    ):
+        if chunk.usage:
+            usage = chunk.usage
+        for c in chunk.choices:
+            d = c.delta.model_extra or {}
+            reasoning += d.get("reasoning_content") or ""
+            content += c.delta.content or ""
+            finish = c.finish_reason or finish
+    assert reasoning == full.model_extra["reasoning_content"]
+    assert content == (full.content or "")
+    assert "<think>" not in content and "</think>" not in content
+    assert finish in ("stop", "length")
+    assert usage is not None and usage.completion_tokens_details.reasoning_tokens > 0
+
+
+def test_sampling_parameters_are_honoured(client):
+    a = client.chat.completions.create(**chat_args(n=3, temperature=1.0, top_p=0.9, seed=7))
+    b = client.chat.completions.create(**chat_args(n=3, temperature=1.0, top_p=0.9, seed=7))
+    assert len(a.choices) == 3 and [c.index for c in a.choices] == [0, 1, 2]
+    assert [c.message.model_extra["reasoning_content"] for c in a.choices] == [
+        c.message.model_extra["reasoning_content"] for c in b.choices
+    ], "the same seed must reproduce the same samples"
+    short = client.chat.completions.create(**chat_args(max_completion_tokens=5))
+    assert short.usage.completion_tokens == 5 and short.choices[0].finish_reason == "length"
+    stopped = client.chat.completions.create(**chat_args(stop=["</think>"], temperature=0))
+    assert stopped.choices[0].message.content is None
+    assert stopped.choices[0].finish_reason == "stop"
+
+
+def test_completions_streaming_and_not(client):
+    prompt = "<|user|>3+4<|end|><|assistant|><think>"
+    r = client.completions.create(model="tiny-r1", prompt=prompt, max_tokens=12, n=2, seed=1)
+    assert len(r.choices) == 2 and all(c.text for c in r.choices)
+    assert r.usage.completion_tokens == sum(len(c.text) for c in r.choices), (
+        "char-level tokenizer: one token per character"
+    )
+    pieces = [
+        c.text
+        for chunk in client.completions.create(
+            model="tiny-r1", prompt=prompt, max_tokens=12, temperature=0, stream=True
+        )
+        for c in chunk.choices
+    ]
+    greedy = client.completions.create(model="tiny-r1", prompt=prompt, max_tokens=12, temperature=0)
+    assert "".join(pieces) == greedy.choices[0].text
+
+
+def test_second_model_serves_by_path(client):
+    r = client.chat.completions.create(**chat_args(model="tiny-r1-short", max_tokens=40))
+    assert r.model == "tiny-r1-short" and r.usage.completion_tokens > 0
+
+
+async def test_sixteen_concurrent_streams_all_complete(served):
+    aclient = openai.AsyncOpenAI(base_url=served["base"] + "/v1", api_key="x", max_retries=0)
+
+    async def one(i: int) -> tuple[str | None, int]:
+        finish, n = None, 0
+        stream = await aclient.chat.completions.create(
+            **chat_args(seed=i, max_tokens=48), stream=True
+        )
+        async for chunk in stream:
+            for c in chunk.choices:
+                n += 1
+                finish = c.finish_reason or finish
+        return finish, n
+
+    results = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(16))), timeout=240)
+    assert all(f in ("stop", "length") for f, _ in results), results
+    assert all(n > 2 for _, n in results)
+
+
+def test_two_replicas_both_serve(served):
+    handle = served["engines"]["tiny-r1"]
+    pids = {handle.where.remote().result()["pid"] for _ in range(40)}
+    assert len(pids) == 2
+
+
+# ---- bad input ----------------------------------------------------------------------------
+def _post(served, path, body=None, content=None, headers=None):
+    return httpx.post(
+        served["base"] + path, json=body, content=content, headers=headers, timeout=60
+    )
+
+
+def _assert_openai_error(resp, status, param=None):
+    assert resp.status_code == status, resp.text
+    err = resp.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    if param is not None:
+        assert err["param"] == param
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "tiny-r1", "messages": []}, "messages"),
+        ({"model": "tiny-r1", "messages": "hello"}, "messages"),
+        (
+            {"model": "tiny-r1", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0},
+            "max_tokens",
+        ),
+        (
+            {"model": "tiny-r1", "messages": [{"role": "user", "content": "x"}], "max_tokens": -5},
+            "max_tokens",
+        ),
+        (
+            {
+                "model": "tiny-r1",
+                "messages": [{"role": "user", "content": "x"}],
+                "temperature": "hot",
+            },
+            "temperature",
+        ),
+        ({"model": "tiny-r1", "messages": [{"role": "user", "content": "x"}], "n": 0}, "n"),
+        ({"model": "tiny-r1", "messages": [{"role": "user", "content": "x"}], "n": 1000}, "n"),
+        ({"model": "tiny-r1", "messages": [{"role": "wizard", "content": "x"}]}, None),
+        ({"messages": [{"role": "user", "content": "x"}]}, "model"),
+    ],
+)
+def test_bad_chat_requests_get_400(served, body, param):
+    _assert_openai_error(_post(served, "/v1/chat/completions", body), 400, param)
+
+
+def test_invalid_json_and_non_object_get_400(served):
+    _assert_openai_error(_post(served, "/v1/chat/completions", content=b"{not json"), 400)
+    _assert_openai_error(_post(served, "/v1/completions", content=b"[1, 2]"), 400)
+
+
+def test_prompt_longer_than_context_gets_400(served):
+    long = {"model": "tiny-r1-short", "messages": [{"role": "user", "content": "9" * 200}]}
+    resp = _post(served, "/v1/chat/completions", long)
+    _assert_openai_error(resp, 400)
+    assert resp.json()["error"]["code"] == "context_length_exceeded"
+    too_many = {"model": "tiny-r1-short", "prompt": "1+1", "max_tokens": 500}
+    _assert_openai_error(_post(served, "/v1/completions", too_many), 400, "max_tokens")
+    stream = {**long, "stream": True}
+    _assert_openai_error(_post(served, "/v1/chat/completions", stream), 400)
+
+
+def test_unknown_model_gets_404(served):
+    body = {"model": "gpt-17", "messages": [{"role": "user", "content": "x"}]}
+    resp = _post(served, "/v1/chat/completions", body)
+    _assert_openai_error(resp, 404, "model")
+    assert "tiny-r1" in resp.json()["error"]["message"]
+
+
+# ---- auth and limits ----------------------------------------------------------------------
+def test_api_keys_are_enforced(served):
+    url = "/guarded/v1/chat/completions"
+    body = chat_args(max_tokens=8)
+    _assert_openai_error(_post(served, url, body), 401)
+    _assert_openai_error(_post(served, url, body, headers={"Authorization": "Bearer sk-nope"}), 401)
+    ok = _post(served, url, body, headers={"Authorization": f"Bearer {KEYS[1]}"})
+    assert ok.status_code == 200, ok.text
+    models = httpx.get(served["base"] + "/guarded/v1/models", timeout=30)
+    _assert_openai_error(models, 401)
+
+
+async def test_per_key_concurrency_limit_gives_429(served):
+    headers = {"Authorization": f"Bearer {KEYS[0]}"}
+    body = chat_args(max_tokens=100, n=4)
+    async with httpx.AsyncClient(base_url=served["base"], timeout=120) as c:
+        resps = await asyncio.gather(
+            *(c.post("/guarded/v1/chat/completions", json=body, headers=headers) for _ in range(6))
+        )
+        codes = sorted(r.status_code for r in resps)
+        assert codes.count(200) >= 1 and codes.count(429) >= 1, codes
+        assert set(codes) <= {200, 429}
+        for r in resps:
+            if r.status_code == 429:
+                _assert_openai_error(r, 429)
+        # the slots were released: a lone request passes again
+        again = await c.post("/guarded/v1/chat/completions", json=body, headers=headers)
+        assert again.status_code == 200
+
+
+# ---- disconnects, health, metrics, traces -------------------------------------------------
+def test_client_disconnect_aborts_engine_request(served):
+    handle = served["engines"]["tiny-r1-short"]
+    body = {
+        "model": "tiny-r1-short",
+        "messages": [{"role": "user", "content": "1+1"}],
+        "max_tokens": 110,
+        "n": 8,
+        "stream": True,
+    }
+    with httpx.Client(base_url=served["base"], timeout=60) as c:
+        with c.stream("POST", "/v1/chat/completions", json=body) as resp:
+            assert resp.status_code == 200
+            next(resp.iter_raw())  # the stream is live ...
+        # ... and the client is gone
+    deadline = time.monotonic() + 30
+    while handle.num_unfinished.remote().result() != 0:
+        assert time.monotonic() < deadline, "engine kept generating for a gone client"
+        time.sleep(0.2)
+    ingress = _ingress(served)
+    deadline = time.monotonic() + 10
+    while True:
+        spans = ingress.debug_spans.remote().result()
+        aborted = [s for s in spans if s["attributes"].get("http.response.status_code") == 499]
+        if aborted or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert aborted and aborted[-1]["attributes"]["gen_ai.request.model"] == "tiny-r1-short"
+
+
+def _ingress(served):
+    from ray import serve
+
+    return serve.get_deployment_handle("OpenAIIngress", app_name="r1")
+
+
+def test_health_reports_every_engine(served):
+    r = httpx.get(served["base"] + "/health", timeout=30)
+    assert r.status_code == 200 and r.json()["models"] == ["tiny-r1", "tiny-r1-short"]
+
+
+def test_metrics_count_requests_latency_and_tokens(served, client):
+    client.chat.completions.create(**chat_args(max_tokens=10))
+    _post(served, "/v1/chat/completions", {"model": "tiny-r1", "messages": []})
+    text = httpx.get(served["base"] + "/metrics", timeout=30).text
+    assert 'r1p_requests_total{endpoint="chat",model="tiny-r1",status="200"}' in text
+    assert 'status="400"' in text
+    assert "r1p_time_to_first_token_seconds_bucket" in text
+    assert "r1p_request_duration_seconds_bucket" in text
+    assert 'r1p_tokens_total{kind="completion",model="tiny-r1"}' in text
+
+
+def test_one_span_per_request_with_gen_ai_attributes(served, client):
+    r = client.chat.completions.create(**chat_args(max_tokens=20), stream=False)
+    spans = _ingress(served).debug_spans.remote().result()
+    mine = [s for s in spans if s["attributes"].get("gen_ai.response.id") == r.id]
+    assert len(mine) == 1
+    a = mine[0]["attributes"]
+    assert mine[0]["name"] == "chat tiny-r1"
+    assert a["gen_ai.operation.name"] == "chat" and a["gen_ai.request.model"] == "tiny-r1"
+    assert a["gen_ai.usage.input_tokens"] == r.usage.prompt_tokens
+    assert a["gen_ai.usage.output_tokens"] == r.usage.completion_tokens
+    assert a["gen_ai.server.time_to_first_token"] > 0
