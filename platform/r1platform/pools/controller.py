@@ -16,7 +16,9 @@ Safety rules the logic enforces:
 
 from __future__ import annotations
 
+import math
 import time
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -24,7 +26,7 @@ from typing import Protocol
 from r1platform.telemetry import get_tracer, set_attributes
 
 from . import decisions as rec
-from .errors import PoolsError
+from .errors import InfeasibleError, PoolsError
 from .models import Fleet
 from .planner import Plan, plan
 from .workloads import Workloads
@@ -75,9 +77,20 @@ class ControllerConfig:
     up_threshold: float = 0.05  # re-target up when demand exceeds the target by this fraction
     down_threshold: float = 0.20  # ... and down only when it falls this far below
     down_cooldown_s: float = 300.0  # no scale-down sooner than this after a scale-up
-    lend_cooldown_s: float = 120.0  # no lending to a job sooner than this after reclaiming
+    lend_cooldown_s: float = 600.0  # no lending to a job sooner than this after reclaiming
     queue_drain_s: float = 30.0  # queued requests should drain within this time
+    # Replicas take minutes to load weights, so provision for where a rising rate will be
+    # this far ahead (linear trend of the last two reads); falling rates are not extrapolated.
+    lookahead_s: float = 300.0
+    # Keep this share of a pool's serving GPUs un-lent so small rises need no reclaim
+    # (each reclaim costs the job a checkpoint and a restart).
+    lend_reserve: float = 0.10
     plan_time_limit_s: float = 5.0
+    # Take GPUs back from training only when that makes serving this much cheaper (or when
+    # the free GPUs cannot carry the load): every reclaim costs a checkpoint and a restart.
+    reclaim_tolerance: float = 0.05
+    # Re-planning every cycle: a 0.1% optimality gap is far below load noise and 10x faster.
+    mip_gap: float = 1e-3
 
 
 @dataclass
@@ -85,6 +98,7 @@ class Memory:
     """What the loop remembers between cycles (the only mutable state of the policy)."""
 
     rates: dict[str, float] = field(default_factory=dict)
+    seen: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> (t, rate)
     last_up: dict[str, float] = field(default_factory=dict)
     last_reclaim: dict[str, float] = field(default_factory=dict)
     pending_shrink: dict[str, int] = field(default_factory=dict)
@@ -93,9 +107,12 @@ class Memory:
     cycle: int = 0
 
 
-def demand(load: DeploymentLoad, cfg: ControllerConfig) -> float:
-    """Rate to provision for: arrivals plus what it takes to drain the queue, plus headroom."""
-    return (load.request_rate + load.queued / cfg.queue_drain_s) * (1 + cfg.headroom)
+def demand(load: DeploymentLoad, cfg: ControllerConfig, slope: float = 0.0) -> float:
+    """Rate to provision for: arrivals (extrapolated over the lookahead when rising) plus what
+    it takes to drain the queue, plus headroom."""
+    # At most double: a step change is a burst, not a trend to extrapolate forever.
+    rate = load.request_rate + min(max(slope, 0.0) * cfg.lookahead_s, load.request_rate)
+    return (rate + load.queued / cfg.queue_drain_s) * (1 + cfg.headroom)
 
 
 def target_rates(
@@ -111,7 +128,11 @@ def target_rates(
     for name, default in defaults.items():
         prev = mem.rates.get(name)
         load = loads.get(name)
-        want = demand(load, cfg) if load is not None else default
+        slope = 0.0
+        if load is not None and name in mem.seen and now > mem.seen[name][0]:
+            t0, r0 = mem.seen[name]
+            slope = (load.request_rate - r0) / (now - t0)
+        want = demand(load, cfg, slope) if load is not None else default
         up = prev is None or want > prev * (1 + cfg.up_threshold)
         cooled = now - mem.last_up.get(name, -1e18) >= cfg.down_cooldown_s
         down = prev is not None and want < prev * (1 - cfg.down_threshold) and cooled
@@ -141,6 +162,8 @@ def decide(
     mem: Memory,
     now: float,
     cfg: ControllerConfig,
+    priorities: Mapping[str, int] | None = None,
+    mins: Mapping[str, int] | None = None,
 ) -> list[Action]:
     """Actions that move the cluster toward `p` without ever over-committing a pool."""
     gpu_of = {q.name: q.gpu for q in fleet.pools}
@@ -172,18 +195,38 @@ def decide(
             actions.append(Action("scale", d, q, gpu_of.get(q, "?"), before, after,
                                   f"demand {mem.rates.get(d, 0):.2f} rps needs fewer replicas"))
             used[q] -= (before - after) * per_replica.get((d, q), 1)
-    # 2. Reclaim: jobs the plan shrinks (serving needs their GPUs, or a higher priority job).
-    for job in sorted(training_now):
-        before, after = training_now[job], want_t.get(job, 0)
-        q = mem.job_pool.get(job) or job_pool_plan.get(job)
-        if q is None or after >= before:
-            continue
-        if job_pool_plan.get(job) not in (None, q):
-            after = 0  # moving pools: release everything here, grow in the new pool later
-        if mem.pending_shrink.get(job) == after:
-            continue  # already asked; waiting for the checkpoint to finish
-        actions.append(Action("reclaim", job, q, gpu_of.get(q, "?"), before, after,
-                              "serving needs GPUs; checkpoint then release"))
+    # 2. Reclaim only what serving's scale-ups in a pool lack, lowest priority job first; a job
+    #    left below its minimum is suspended (after its checkpoint) rather than crippled.
+    need: dict[str, int] = defaultdict(int)
+    for d, q in keys:
+        before, after = serving_now.get((d, q), 0), want_s.get((d, q), 0)
+        if after > before:
+            need[q] += (after - before) * per_replica[(d, q)]
+    prio = {j: pr for j, pr in (priorities or {}).items()}
+    for q in sorted(need):
+        short = need[q] - (cap[q] - used[q])
+        if short > 0:
+            # Take the reserve back too, so the next small rise needs no second reclaim.
+            serving_q = sum(n * per_replica.get((d, pq), 1) for (d, pq), n in want_s.items()
+                            if pq == q)
+            short += math.ceil(cfg.lend_reserve * serving_q)
+        holders = sorted((j for j, g in training_now.items() if g > 0 and
+                          (mem.job_pool.get(j) or job_pool_plan.get(j)) == q),
+                         key=lambda j: (prio.get(j, 0), j))
+        for job in holders:
+            if short <= 0:
+                break
+            before = training_now[job]
+            if job in mem.pending_shrink:
+                short -= before - mem.pending_shrink[job]
+                continue
+            after = max(before - short, 0)
+            if after < (mins or {}).get(job, 1):
+                after = 0
+            short -= before - after
+            actions.append(Action("reclaim", job, q, gpu_of.get(q, "?"), before, after,
+                                  f"serving needs {need[q]} GPUs in {q}; checkpoint then "
+                                  "release"))
     # 3. Serving scale-ups, limited to GPUs free now (reclaimed GPUs arrive next cycle).
     for d, q in keys:
         before, after = serving_now.get((d, q), 0), want_s.get((d, q), 0)
@@ -200,14 +243,19 @@ def decide(
     # 4. Lend: grow jobs into what is still free, after the reclaim cooldown.
     for job in sorted(want_t):
         q = job_pool_plan[job]
-        before = training_now.get(job, 0) if mem.job_pool.get(job, q) == q else 0
+        if training_now.get(job, 0) and mem.job_pool.get(job, q) != q:
+            continue  # a running job never moves without a checkpoint; it stays where it is
+        before = training_now.get(job, 0)
         after = want_t[job]
         if after <= before or job in mem.pending_shrink:
             continue
         if now - mem.last_reclaim.get(job, -1e18) < cfg.lend_cooldown_s:
             continue
-        grant = min(after, before + max(cap[q] - used[q], 0))
-        if grant > before:
+        serving_q = sum(n * per_replica.get((d, pq), 1) for (d, pq), n in want_s.items()
+                        if pq == q)
+        reserve = math.ceil(cfg.lend_reserve * serving_q)
+        grant = min(after, before + max(cap[q] - used[q] - reserve, 0))
+        if grant >= max(before + 1, (mins or {}).get(job, 1)):
             actions.append(Action("lend", job, q, gpu_of[q], before, grant,
                                   "idle serving GPUs lent to training"))
             used[q] += grant - before
@@ -265,7 +313,14 @@ class Controller:
                 if training_now.get(job, 0) <= pending:
                     del self.mem.pending_shrink[job]  # the job checkpointed and released
             defaults = {w.name: w.request_rate for w in self.workloads.serving}
+            prev_rates = dict(self.mem.rates)
             rates = target_rates(loads, self.mem, now, self.cfg, defaults)
+            # Keep running replicas in place unless this deployment's target fell: scale-ups
+            # add capacity where it is cheapest, and only scale-downs re-pack the placement.
+            keep = {k: n for k, n in serving_now.items()
+                    if rates.get(k[0], 0.0) >= prev_rates.get(k[0], 0.0)}
+            job_pools = {j: q for j, q in self.mem.job_pool.items() if training_now.get(j, 0)}
+            self.mem.seen = {k: (now, v.request_rate) for k, v in loads.items()}
             for name, r in rates.items():
                 if r > self.mem.rates.get(name, r - 1):
                     self.mem.last_up[name] = now
@@ -275,8 +330,15 @@ class Controller:
                 try:
                     pinned = {k: v for k, v in self.mem.layout.items()
                               if serving_now.get(k, 0) > 0}
-                    p = plan(fleet, self.workloads, rates=rates, pinned=pinned,
-                             time_limit_s=self.cfg.plan_time_limit_s)
+                    try:
+                        p = self._plan(fleet, rates, pinned, keep, job_pools, training_now, ps)
+                    except InfeasibleError:
+                        # Headroom and lookahead are wishes; the measured load is the need.
+                        raw = {k: v.request_rate for k, v in loads.items() if k in rates}
+                        p = plan(fleet, self.workloads, rates={**rates, **raw}, pinned=pinned,
+                                 job_pools=job_pools, time_limit_s=self.cfg.plan_time_limit_s,
+                                 mip_gap=self.cfg.mip_gap)
+                        set_attributes(ps, {"degraded": "planned for measured load only"})
                 except PoolsError as e:
                     set_attributes(ps, {"feasible": False, "reason": str(e)})
                     set_attributes(root, {"cycle": self.mem.cycle, "error": str(e)})
@@ -292,7 +354,10 @@ class Controller:
                 })
             self.last_plan = p
             cost_before = serving_cost(p, serving_now)
-            actions = decide(fleet, p, serving_now, training_now, self.mem, now, self.cfg)
+            jobs = self.workloads.training
+            actions = decide(fleet, p, serving_now, training_now, self.mem, now, self.cfg,
+                             {j.name: j.priority for j in jobs},
+                             {j.name: max(j.gpus.min, 1) for j in jobs})
             for s_ in p.serving:
                 self.mem.layout.setdefault((s_.deployment, s_.pool), (s_.tp, s_.pp))
 
@@ -325,6 +390,29 @@ class Controller:
             })
             self._write(out)
             return out
+
+    def _plan(self, fleet, rates, pinned, keep, job_pools, training_now, span) -> Plan:
+        kw = dict(rates=rates, pinned=pinned, keep=keep, job_pools=job_pools,
+                  time_limit_s=self.cfg.plan_time_limit_s, mip_gap=self.cfg.mip_gap)
+        full = plan(fleet, self.workloads, **kw)
+        held: dict[str, int] = defaultdict(int)
+        for job, g in training_now.items():
+            q = self.mem.job_pool.get(job)
+            if q and g:
+                held[q] += g
+        if not held:
+            return full
+        try:
+            free = plan(fleet, self.workloads, held=held, **kw)
+        except PoolsError:
+            set_attributes(span, {"reclaim_needed": True})
+            return full
+        if free.cost_per_hour <= full.cost_per_hour * (1 + self.cfg.reclaim_tolerance) + 1e-9:
+            set_attributes(span, {"reclaim_avoided": True,
+                                  "reclaim_saving_per_hour": full.cost_per_hour
+                                  - free.cost_per_hour})
+            return free
+        return full
 
     def _apply(self, a: Action, now: float) -> None:
         if self.dry_run:

@@ -16,6 +16,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -180,12 +181,35 @@ def prune(options: Sequence[Option]) -> list[Option]:
     return kept
 
 
+_JOB_POOLS: ContextVar[dict[str, str] | None] = ContextVar("_JOB_POOLS", default=None)
+
+
+def _with_floors(options: list[Option], all_options: Sequence[Option],
+                 keep: Mapping[tuple[str, str], int]) -> list[Option]:
+    """Make sure each kept (deployment, pool) has its option in the model (pruning may have
+    dropped that layout) and record the floor on it."""
+    out = list(options)
+    have = {(o.deployment, o.pool) for o in out}
+    for o in all_options:
+        if (o.deployment, o.pool) in keep and (o.deployment, o.pool) not in have:
+            out.append(o)
+            have.add((o.deployment, o.pool))
+    _FLOORS.set({k: v for k, v in keep.items() if v > 0})
+    return out
+
+
+_FLOORS: ContextVar[dict[tuple[str, str], int] | None] = ContextVar("_FLOORS", default=None)
+
+
 def _training_pools(job: TrainingJob, fleet: Fleet) -> list[Pool]:
     """Pools a job may use: allowed types, room for its minimum, and enough memory in total."""
     spec = fitmod.model_spec(job.model)
     need = spec.params * TRAIN_BYTES_PER_PARAM
+    pinned_pool = (_JOB_POOLS.get() or {}).get(job.name)
     out = []
     for p in fleet.pools:
+        if pinned_pool is not None and p.name != pinned_pool:
+            continue
         if job.gpu_types and p.gpu not in job.gpu_types:
             continue
         if p.gpus_capacity < max(job.gpus.min, 1):
@@ -247,9 +271,18 @@ def plan(
     mip_gap: float = 1e-4,
     rates: Mapping[str, float] | None = None,
     pinned: Mapping[tuple[str, str], tuple[int, int]] | None = None,
+    keep: Mapping[tuple[str, str], int] | None = None,
+    job_pools: Mapping[str, str] | None = None,
+    held: Mapping[str, int] | None = None,
+    exact: bool = False,
 ) -> Plan:
     """Solve the placement. `rates` overrides request_rate per deployment (the controller passes
-    live load); `pinned` fixes TP x PP per (deployment, pool) that already runs. Raises
+    live load); `pinned` fixes TP x PP per (deployment, pool) that already runs; `keep` is a
+    floor of replicas per (deployment, pool) (the controller keeps running replicas in place
+    while demand is not falling, so scale-ups add capacity instead of migrating it);
+    `job_pools` keeps a running training job in its pool; `held` GPUs per pool are off limits
+    to serving (the controller's no-reclaim alternative); `exact` skips option pruning and LP
+    anchoring (slow at fleet scale; benchmarks use it as the reference). Raises
     FitError / InfeasibleError with a one-line reason naming what is missing."""
     t0 = time.perf_counter()
     serving = [
@@ -262,7 +295,15 @@ def plan(
         all_options = [o for o in all_options if pinned.get((o.deployment, o.pool), (o.tp, o.pp))
                        == (o.tp, o.pp)]
     _check_every_deployment_has_options(fleet, serving, all_options)
-    options = prune(all_options)
+    # Small models are solved over every option, exactly; pruning only pays at scale.
+    big = len(all_options) > EXACT_MAX_OPTIONS and not exact
+    options = prune(all_options) if big else list(all_options)
+    # Per-call settings read deep inside the model builders (reset on every call).
+    _FLOORS.set({})
+    _JOB_POOLS.set(dict(job_pools or {}))
+    _HELD.set(dict(held or {}))
+    if keep:
+        options = _with_floors(options, all_options, keep)
     active = [w for w in serving if w.request_rate > 0]
     deadline = t0 + time_limit_s
 
@@ -270,7 +311,8 @@ def plan(
     x: np.ndarray | None = None
     if method == "ilp":
         trainable = {p.name for j in workloads.training for p in _training_pools(j, fleet)}
-        x, status, info = _solve_serving(fleet, active, options, deadline, mip_gap, trainable)
+        x, status, info = _solve_serving(fleet, active, options, deadline, mip_gap, trainable,
+                                         anchor=big)
         solver["serving_status"] = status
         solver.update({k: round(v, 6) for k, v in info.items()})
         if x is None and status == "infeasible":
@@ -318,17 +360,25 @@ def _check_every_deployment_has_options(fleet, serving, options) -> None:
         )
 
 
+_HELD: ContextVar[dict[str, int] | None] = ContextVar("_HELD", default=None)
+
+
 def _serving_model(fleet, active, options, slack: bool = False):
     m = _Model()
-    cap = {p.name: p.gpus_capacity for p in fleet.pools}
+    held = _HELD.get() or {}
+    cap = {p.name: max(p.gpus_capacity - held.get(p.name, 0), 0) for p in fleet.pools}
     rate = {w.name: w.request_rate for w in active}
+    floors = dict(_FLOORS.get() or {})
     xs = []
     for o in options:
         # More replicas of one option than cover the whole demand alone is never optimal; the
         # tight bound shrinks HiGHS' branch-and-bound tree by orders of magnitude.
         need = fitmod.ceil_div(rate.get(o.deployment, 0.0), o.replica_capacity_rps)
         ub = need if slack else min(cap[o.pool] // o.gpus_per_replica, need)
-        xs.append(m.var(0, ub))
+        lb = floors.get((o.deployment, o.pool), 0) if not slack else 0
+        if lb:
+            floors[(o.deployment, o.pool)] = 0  # one option per pair carries the floor
+        xs.append(m.var(min(lb, cap[o.pool] // o.gpus_per_replica), max(ub, lb)))
     by_dep: dict[str, dict[int, float]] = defaultdict(dict)
     by_pool: dict[str, dict[int, float]] = defaultdict(dict)
     for i, o in enumerate(options):
@@ -347,7 +397,7 @@ def _serving_model(fleet, active, options, slack: bool = False):
     return m, xs, by_pool, slacks
 
 
-def _solve_serving(fleet, active, options, deadline, gap, trainable=frozenset()):
+def _solve_serving(fleet, active, options, deadline, gap, trainable=frozenset(), anchor=False):
     """Stage 1. Small models are solved exactly. Large ones first solve the LP relaxation and
     fix each option's replicas to at least floor(LP): the LP already places the bulk of every
     big deployment, and the integer program only decides the last replicas (0.1-0.2 s instead
@@ -363,7 +413,7 @@ def _solve_serving(fleet, active, options, deadline, gap, trainable=frozenset())
     # (1e-6 $/h per GPU) is below any price difference, so it never changes the cost optimum.
     c = np.array([o.replica_cost_per_hour + 1e-6 * o.gpus_per_replica * (o.pool in trainable)
                   for o in options])
-    if len(options) > EXACT_MAX_OPTIONS:
+    if anchor:
         lp = m.solve(c, deadline - time.perf_counter(), gap, integral=False)
         if lp.x is None:
             return None, "infeasible" if lp.status == 2 else "time limit", info
