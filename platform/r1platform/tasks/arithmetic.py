@@ -66,3 +66,9 @@ def reasoning_trace(question: str) -> str:
     if a < b:
         return f"{a_s}{op}{b_s}: {a}<{b}, so -({b}-{a}) = {result}"
     return f"{a_s}{op}{b_s}: {a}-{b} = {result}"
+
+
+def solve_question(question: str) -> int:
+    op = "+" if "+" in question else "-"
+    a, b = question.split(op)
+    return solve(int(a), op, int(b))

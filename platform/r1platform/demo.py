@@ -1,0 +1,161 @@
+"""`make demo`: the whole platform on one machine, end to end.
+
+up → one chat (reasoning and answer shown apart) → a GRPO job through the Ray Jobs API with
+its progress streamed → the trained checkpoint served as a second model → the same question
+before and after → a summary with the endpoint, the placement plan and the job result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from r1platform import localcluster
+from r1platform.tasks import arithmetic
+
+console = Console()
+ROOT = Path(__file__).resolve().parents[2]
+TRAINED_ID = "tiny-r1-grpo"
+
+
+def r1p(*args: str) -> None:
+    subprocess.run([str(Path(sys.executable).with_name("r1p")), *args], check=True, cwd=ROOT)
+
+
+def ask(base_url: str, model: str, question: str) -> tuple[str, str]:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=base_url, api_key=os.environ.get("R1P_DEMO_KEY", "local"))
+    r = client.chat.completions.create(
+        model=model,
+        messages=arithmetic.question_to_messages(question),
+        max_tokens=64,
+        temperature=0,
+    )
+    msg = r.choices[0].message
+    return (msg.model_extra or {}).get("reasoning_content") or "", msg.content or ""
+
+
+def show_answer(title: str, reasoning: str, answer: str) -> None:
+    console.print(Panel(f"[dim]reasoning:[/] {reasoning}\n[bold]answer:[/] {answer}", title=title))
+
+
+def serve_trained(checkpoint: str) -> None:
+    """Redeploy the app with the trained checkpoint as a second model, beside the base one."""
+    import ray
+    from ray import serve
+
+    from r1platform.config import load_settings
+    from r1platform.serving.app import build_app
+
+    settings = load_settings()
+    models = {k: v.model_dump() for k, v in settings.models.items()}
+    base = next(iter(models.values()))
+    models[TRAINED_ID] = {
+        **base,
+        "path": checkpoint,
+        "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+    }
+    os.environ.update(localcluster.local_env())
+    state = localcluster.load_state()
+    assert state is not None
+    ray.init(address=state.gcs_address, logging_level="ERROR", log_to_driver=False)
+    try:
+        serve.run(
+            build_app(load_settings(models=models)),
+            name=localcluster.SERVE_APP_NAME,
+            route_prefix="/",
+        )
+    finally:
+        ray.shutdown()
+
+
+def plan_summary() -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("r1p")),
+            "plan",
+            "-p",
+            "configs/pools/local.yaml",
+            "-w",
+            "configs/workloads/local.yaml",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def grpo_args() -> list[str]:
+    # The demo job trains on the borrowed H100 pool while serving keeps the L4 pool.
+    extra = os.environ.get("R1P_DEMO_GRPO_ARGS", "").split()
+    return ["--accelerator_type", "H100", *extra]
+
+
+def main() -> int:
+    os.environ.setdefault("R1P_CONFIG", str(ROOT / "configs" / "local.yaml"))
+    state = localcluster.load_state()
+    if state is None or not localcluster.cluster_pids(int(state.gcs_address.rsplit(":", 1)[1])):
+        console.rule("r1p up")
+        r1p("up")
+        state = localcluster.load_state()
+    assert state is not None
+    question = arithmetic.build_split("test", 1, 0)[0]["question"]
+    console.rule(f"chat with tiny-r1: {question}")
+    before = ask(state.serve_url, "tiny-r1", question)
+    show_answer("tiny-r1 (base)", *before)
+
+    console.rule("GRPO job via the Ray Jobs API")
+    from r1platform.training.job import submit_and_stream
+
+    job = submit_and_stream(state.dashboard_url, grpo_args())
+    if job.get("status") != "SUCCEEDED" or not job.get("checkpoint"):
+        console.print(f"[red]the GRPO job did not succeed:[/] {job.get('error') or job}")
+        return 1
+
+    console.rule(f"serving the trained checkpoint as {TRAINED_ID}")
+    serve_trained(job["checkpoint"])
+    after = ask(state.serve_url, TRAINED_ID, question)
+    show_answer("tiny-r1 (base), before", *before)
+    show_answer(
+        f"{TRAINED_ID}, after GRPO (expected {arithmetic.solve_question(question)})", *after
+    )
+
+    plan = plan_summary()
+    table = Table("what", "value", title="summary")
+    table.add_row("endpoint", state.serve_url)
+    table.add_row("dashboard", state.dashboard_url)
+    for s in plan.get("serving", []):
+        table.add_row(
+            f"plan: serve {s['deployment']}",
+            f"{s['replicas']}x {s['gpu']} on {s['pool']} (${s['cost_per_hour']:.2f}/h)",
+        )
+    for t in plan.get("training", []):
+        table.add_row(f"plan: train {t['job']}", f"{t['gpus']} GPUs borrowed from {t['pool']}")
+    m = job.get("metrics") or {}
+    table.add_row("job", f"{job['job_id']} {job['status']}")
+    curve = job.get("eval_curve") or []
+    if curve:
+        (s0, a0), (s1, a1) = curve[0], curve[-1]
+        table.add_row("held-out eval_accuracy", f"step {s0}: {a0:.2f} → step {s1}: {a1:.2f}")
+    table.add_row("final step metrics", ", ".join(f"{k}={v}" for k, v in list(m.items())[:6]))
+    table.add_row("checkpoint", str(job["checkpoint"]))
+    console.print(table)
+    console.print("stop everything with [bold]make down[/] (or `.venv/bin/r1p down`)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
