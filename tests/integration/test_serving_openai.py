@@ -303,11 +303,12 @@ def test_client_disconnect_aborts_engine_request(served):
         "n": 8,
         "stream": True,
     }
-    with httpx.Client(base_url=served["base"], timeout=60) as c:
-        with c.stream("POST", "/v1/chat/completions", json=body) as resp:
-            assert resp.status_code == 200
-            next(resp.iter_raw())  # the stream is live ...
-        # ... and the client is gone
+    with (
+        httpx.Client(base_url=served["base"], timeout=60) as c,
+        c.stream("POST", "/v1/chat/completions", json=body) as resp,
+    ):
+        assert resp.status_code == 200
+        next(resp.iter_raw())  # the stream is live; leaving the block drops the client
     deadline = time.monotonic() + 30
     while handle.num_unfinished.remote().result() != 0:
         assert time.monotonic() < deadline, "engine kept generating for a gone client"
