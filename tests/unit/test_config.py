@@ -39,7 +39,7 @@ def test_min_above_max_replicas_is_rejected(tmp_path, monkeypatch):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("models:\n  a: {autoscaling: {min_replicas: 3, max_replicas: 1}}\n")
     monkeypatch.setenv("R1P_CONFIG", str(cfg))
-    with pytest.raises(ConfigError, match="models.a.autoscaling"):
+    with pytest.raises(ConfigError, match=r"models\.a\.autoscaling"):
         load_settings()
 
 
