@@ -1,0 +1,72 @@
+"""Simulator and traces: seeded, accounting adds up, baselines behave as defined."""
+
+from __future__ import annotations
+
+import pytest
+from r1platform.pools import scenarios, sim, trace
+from r1platform.pools.errors import PoolsConfigError
+
+
+def test_azure_sample_trace_parses():
+    t = trace.azure_csv(trace.SAMPLE_CSV, 60)
+    assert len(t.shape) == 30  # the sample spans 30 minutes
+    assert sum(t.shape) / len(t.shape) == pytest.approx(1.0)
+    assert 500 < t.avg_input_tokens < 3000 and 100 < t.avg_output_tokens < 1000
+
+
+def test_azure_trace_errors_name_the_file(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("TIMESTAMP,ContextTokens\n2023-11-16 18:00:00.0000000,5\n")
+    with pytest.raises(PoolsConfigError, match="missing column"):
+        trace.azure_csv(p, 60)
+    p.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\nnot-a-time,x,1\n")
+    with pytest.raises(PoolsConfigError, match="bad row at line 2"):
+        trace.azure_csv(p, 60)
+
+
+def test_synthetic_trace_is_seeded_and_diurnal():
+    a, b = trace.synthetic(86400, 600, 3), trace.synthetic(86400, 600, 3)
+    assert a.shape == b.shape
+    # Trough near 04:00, peak in the afternoon (bursts aside).
+    assert a.at(4 * 3600) < a.at(16 * 3600)
+
+
+@pytest.fixture(scope="module")
+def results():
+    fleet = scenarios.fleet(200, mix={"H100": 0.5, "A100-80G": 0.3, "L4": 0.2})
+    gpus = sum(p.gpus_capacity for p in fleet.pools)
+    wl = scenarios.workloads(3, seed=5, total_gpus=gpus, load=0.3)
+    cfg = sim.SimConfig(duration_s=4 * 3600, control_interval_s=300, seed=2)
+    tr = trace.synthetic(86400, cfg.tick_s, 2)
+    jobs = sim.job_queue(4, 2, cfg.duration_s, gpus)
+    return {r.policy: r for r in sim.run_all(fleet, list(wl.serving), jobs, tr, cfg)}, gpus, cfg
+
+
+def test_all_policies_report_sane_metrics(results):
+    res, gpus, cfg = results
+    assert set(res) == {"r1p", "static", "single-type", "first-fit"}
+    hours = cfg.duration_s / 3600
+    for r in res.values():
+        assert 0.0 <= r.slo_attainment <= 1.0
+        assert 0.0 <= r.utilisation <= 1.0
+        assert 0.0 <= r.harvested_gpu_hours <= r.idle_gpu_hours + 1e-6
+        assert r.idle_gpu_hours <= gpus * hours + 1e-6
+        assert r.cost > 0
+    # Static provisions for the trace's peak all day; autoscaling policies pay less.
+    assert res["r1p"].cost < res["static"].cost
+    assert res["static"].preemptions == 0
+    # r1p shrinks with a checkpoint first: it never loses work; first-fit suspends jobs.
+    assert res["r1p"].lost_gpu_hours == 0
+
+
+def test_simulation_is_deterministic(results):
+    res, _gpus, _cfg = results
+    fleet = scenarios.fleet(200, mix={"H100": 0.5, "A100-80G": 0.3, "L4": 0.2})
+    gpus = sum(p.gpus_capacity for p in fleet.pools)
+    wl = scenarios.workloads(3, seed=5, total_gpus=gpus, load=0.3)
+    cfg = sim.SimConfig(duration_s=4 * 3600, control_interval_s=300, seed=2)
+    tr = trace.synthetic(86400, cfg.tick_s, 2)
+    again = sim.simulate("first-fit", fleet, list(wl.serving), sim.job_queue(4, 2, cfg.duration_s,
+                                                                             gpus), tr, cfg)
+    assert again.cost == res["first-fit"].cost
+    assert again.harvested_gpu_hours == res["first-fit"].harvested_gpu_hours
