@@ -45,7 +45,17 @@ def ray_bin() -> str:
     return str(Path(sys.executable).with_name("ray"))
 
 
-def head_command(spec: ClusterSpec) -> list[str]:
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
+def head_command(spec: ClusterSpec, agent_port: int) -> list[str]:
+    # Every raylet's dashboard agent binds a fixed port (52365) unless told otherwise; several
+    # nodes on one host would collide and the head would lose the agent that runs Ray jobs.
     return [
         ray_bin(), "start", "--head",
         "--node-ip-address", "127.0.0.1",
@@ -56,11 +66,15 @@ def head_command(spec: ClusterSpec) -> list[str]:
         "--dashboard-port", str(spec.dashboard_port),
         "--disable-usage-stats",
         "--labels", "r1p.role=head",
+        "--dashboard-agent-listen-port", str(agent_port),
     ]  # fmt: skip
 
 
-def virtual_node_commands(pools: list[Pool], spec: ClusterSpec) -> list[list[str]]:
+def virtual_node_commands(
+    pools: list[Pool], spec: ClusterSpec, agent_ports: list[int]
+) -> list[list[str]]:
     cmds = []
+    ports = iter(agent_ports)
     for pool in pools:
         # Ray reserves ray.io/* labels for itself; real GPU nodes get ray.io/accelerator-type
         # from Ray, virtual ones carry the same fact under r1p.accelerator-type.
@@ -77,6 +91,7 @@ def virtual_node_commands(pools: list[Pool], spec: ClusterSpec) -> list[list[str
                 "--object-store-memory", str(spec.node_object_store_bytes),
                 "--resources", json.dumps(node_resources(pool)),
                 "--labels", label_arg,
+                "--dashboard-agent-listen-port", str(next(ports)),
                 "--disable-usage-stats",
             ])  # fmt: skip
     return cmds
@@ -197,8 +212,11 @@ def up(pools: list[Pool], spec: ClusterSpec, serve_port: int, log: callable) -> 
             f"a local r1p cluster is already running at {existing.gcs_address}; run `r1p down`"
         )
     log("starting Ray head")
-    run_checked(head_command(spec))
-    for i, cmd in enumerate(virtual_node_commands(pools, spec)):
+    run_checked(head_command(spec, free_port()))
+    n_nodes = sum(p.nodes for p in pools)
+    for i, cmd in enumerate(
+        virtual_node_commands(pools, spec, [free_port() for _ in range(n_nodes)])
+    ):
         log(f"starting virtual node {i + 1} ({cmd[cmd.index('--labels') + 1]})")
         run_checked(cmd)
     state = ClusterState(
