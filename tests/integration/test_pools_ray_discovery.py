@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from r1platform.pools.inventory import from_ray_live
 from r1platform.pools.models import Pool, node_labels, node_resources
 
@@ -16,7 +15,8 @@ def ray_with_virtual_pool():
     pool = Pool(name="h100", gpu="H100", nodes=1, gpus_per_node=2)
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=1, num_gpus=0, resources=node_resources(pool), labels=node_labels(pool),
+    # address="local": always a fresh private cluster, never a running `r1p up` one.
+    ray.init(address="local", num_cpus=1, num_gpus=0, resources=node_resources(pool), labels=node_labels(pool),
              include_dashboard=False, logging_level="ERROR")
     yield pool
     ray.shutdown()
