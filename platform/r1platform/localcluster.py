@@ -119,7 +119,13 @@ def local_env() -> dict[str, str]:
     """The embedded cluster is a single-user dev cluster; Ray 2.60 turns token auth on for a
     head when ~/.ray/auth_token exists but not for joining nodes, which then cannot connect.
     One explicit mode for every process of ours keeps them consistent."""
-    return {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    # Job entrypoints say plain `python`: it must be this environment's interpreter.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return {
+        **os.environ,
+        "PATH": path,
+        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+    }
 
 
 def run_checked(cmd: list[str]) -> None:

@@ -271,8 +271,8 @@ def submit_and_stream(address: str, args: list[str]) -> dict[str, Any]:
             buf += chunk
             *lines, buf = buf.split("\n")
             for line in lines:
-                if line.startswith(RESULT_MARKER):
-                    result.update(json.loads(line[len(RESULT_MARKER) :]))
+                if RESULT_MARKER in line:  # progress bars may prefix escape codes
+                    result.update(json.loads(line.split(RESULT_MARKER, 1)[1]))
 
     asyncio.run(tail())
     status = client.get_job_status(job_id)
@@ -281,8 +281,8 @@ def submit_and_stream(address: str, args: list[str]) -> dict[str, Any]:
         status = client.get_job_status(job_id)
     if not result:
         for line in client.get_job_logs(job_id).splitlines():
-            if line.startswith(RESULT_MARKER):
-                result.update(json.loads(line[len(RESULT_MARKER) :]))
+            if RESULT_MARKER in line:
+                result.update(json.loads(line.split(RESULT_MARKER, 1)[1]))
     return {
         **result,
         "job_id": job_id,
