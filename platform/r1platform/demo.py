@@ -48,6 +48,27 @@ def show_answer(title: str, reasoning: str, answer: str) -> None:
     console.print(Panel(f"[dim]reasoning:[/] {reasoning}\n[bold]answer:[/] {answer}", title=title))
 
 
+def compare_models(base_url: str, n: int = 8) -> None:
+    """A few held-out questions, greedy, graded like the job's accuracy reward."""
+    from r1platform.training.rewards import accuracy_reward
+
+    table = Table(
+        "question",
+        "expected",
+        "tiny-r1 (before)",
+        f"{TRAINED_ID} (after)",
+        title="held-out questions, greedy",
+    )
+    for row in arithmetic.build_split("test", n, 0):
+        cells = []
+        for model in ("tiny-r1", TRAINED_ID):
+            _, content = ask(base_url, model, row["question"])
+            ok = accuracy_reward([f"</think>{content}"], answer=[row["answer"]])[0] == 1.0
+            cells.append(f"{'[green]✓' if ok else '[red]✗'}[/] {content[:28]}")
+        table.add_row(row["question"], row["answer"], *cells)
+    console.print(table)
+
+
 def serve_trained(checkpoint: str) -> None:
     """Redeploy the app with the trained checkpoint as a second model, beside the base one."""
     import ray
