@@ -47,6 +47,9 @@ class ModelSettings(BaseModel):
     enforce_eager: bool = True
     seed: int = 0
     reasoning_parser: str | None = "deepseek_r1"
+    stream_interval: int | Literal["auto"] = Field(
+        "auto", description="tokens per streamed chunk; auto grows with engine load"
+    )
     autoscaling: AutoscalingSettings = AutoscalingSettings()
 
 

@@ -120,9 +120,12 @@ def local_env() -> dict[str, str]:
     head when ~/.ray/auth_token exists but not for joining nodes, which then cannot connect.
     One explicit mode for every process of ours keeps them consistent."""
     # Job entrypoints say plain `python`: it must be this environment's interpreter.
+    from r1platform.serving.tuning import serve_env
+
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     return {
         **os.environ,
+        **serve_env(),
         "PATH": path,
         "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
     }

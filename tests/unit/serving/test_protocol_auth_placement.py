@@ -81,3 +81,9 @@ def test_pool_pin_and_autoscaling_reach_serve_options():
     assert opts["autoscaling_config"]["max_replicas"] == 3
     assert opts["autoscaling_config"]["initial_replicas"] == 1
     assert detect_mode({"GPU": 8.0}) == "gpu" and detect_mode({"CPU": 2.0}) == "simulated"
+
+
+def test_stream_interval_is_one_token_when_idle_and_bounded_under_load():
+    from r1platform.serving.engine import adaptive_stream_interval
+
+    assert [adaptive_stream_interval(n) for n in (0, 1, 2, 6, 7, 15, 1000)] == [1, 1, 1, 1, 2, 4, 8]
