@@ -70,12 +70,11 @@ def compare_models(base_url: str, n: int = 8) -> None:
 
 
 def serve_trained(checkpoint: str) -> None:
-    """Redeploy the app with the trained checkpoint as a second model, beside the base one."""
-    import ray
-    from ray import serve
+    """Redeploy the app with the trained checkpoint as a second model beside the base one:
+    a derived settings file, the same declarative deploy `r1p up` does."""
+    import yaml
 
     from r1platform.config import load_settings
-    from r1platform.serving.app import build_app
 
     settings = load_settings()
     models = {k: v.model_dump() for k, v in settings.models.items()}
@@ -85,18 +84,14 @@ def serve_trained(checkpoint: str) -> None:
         "path": checkpoint,
         "autoscaling": {"min_replicas": 1, "max_replicas": 1},
     }
-    os.environ.update(localcluster.local_env())
+    derived = localcluster.state_path().with_name("demo-settings.yaml")
+    derived.write_text(yaml.safe_dump({**settings.model_dump(mode="json"), "models": models}))
     state = localcluster.load_state()
     assert state is not None
-    ray.init(address=state.gcs_address, logging_level="ERROR", log_to_driver=False)
-    try:
-        serve.run(
-            build_app(load_settings(models=models)),
-            name=localcluster.SERVE_APP_NAME,
-            route_prefix="/",
-        )
-    finally:
-        ray.shutdown()
+    localcluster.deploy_serve_app(state.dashboard_url, str(derived), settings.serve.port)
+    url = state.serve_url.removesuffix("/v1")
+    if not localcluster.wait_for_models(url, [*models], timeout_s=600):
+        raise RuntimeError(f"{TRAINED_ID} did not become ready")
 
 
 def plan_summary() -> dict[str, Any]:

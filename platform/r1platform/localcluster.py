@@ -170,6 +170,22 @@ def session_name(gcs_port: int) -> str | None:
     return None
 
 
+def wait_for_models(base_url: str, models: list[str], timeout_s: float) -> bool:
+    """Until /health is ready and lists exactly these models (a redeploy swaps the app)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(f"{base_url}/health", timeout=5)
+            if r.status_code == 200 and sorted(r.json().get("models", [])) == sorted(models):
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    return False
+
+
 def cluster_pids(gcs_port: int) -> list[int]:
     """Processes of *our* cluster only: other Ray clusters on this machine are left alone."""
     import psutil
@@ -237,26 +253,46 @@ def up(pools: list[Pool], spec: ClusterSpec, serve_port: int, log: callable) -> 
     )
     save_state(state)
     log("deploying serve_apps.r1_chat:app")
-    deploy_serve_app(state.gcs_address, serve_port)
+    deploy_serve_app(state.dashboard_url, os.environ["R1P_CONFIG"], serve_port)
     log("waiting for /health")
     if not wait_http(f"http://127.0.0.1:{serve_port}/health", timeout_s=600):
         raise RuntimeError("the serve app did not become healthy within 600 s (see `r1p status`)")
     return state
 
 
-def deploy_serve_app(address: str, port: int) -> None:
-    import ray
-    from ray import serve
+def serve_config(config_path: str, port: int) -> dict:
+    """Serve's declarative config for the app: the same document a KubeRay RayService carries
+    in serveConfigV2, so `r1p control` scales it the same way on both."""
+    from r1platform.serving.tuning import serve_env
+
+    return {
+        "http_options": {"host": "127.0.0.1", "port": port},
+        "applications": [
+            {
+                "name": SERVE_APP_NAME,
+                "route_prefix": "/",
+                "import_path": "serve_apps.r1_chat:app",
+                "runtime_env": {"env_vars": {"R1P_CONFIG": config_path, **serve_env()}},
+            }
+        ],
+    }
+
+
+def deploy_serve_app(dashboard_url: str, config_path: str, port: int) -> None:
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
     os.environ.update(local_env())
-    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        from serve_apps.r1_chat import app
-
-        serve.run(app, name=SERVE_APP_NAME, route_prefix="/", blocking=False)
-    finally:
-        ray.shutdown()
+    deadline = time.monotonic() + 60
+    while True:  # the dashboard's Serve module comes up a little after the head
+        try:
+            ServeSubmissionClient(dashboard_url).deploy_applications(
+                serve_config(config_path, port)
+            )
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
 
 
 def status_report(address: str, dashboard_url: str) -> dict:
@@ -293,7 +329,7 @@ def status_report(address: str, dashboard_url: str) -> dict:
             _, app, deployment = a.class_name.split(":", 2)
             node = nodes.get(a.node_id, {})
             # Only engine replicas hold pool GPUs; the ingress just happens to sit on a node.
-            on_gpu = deployment.startswith("engine-")
+            on_gpu = "@" in deployment
             replicas.append({
                 "app": app, "deployment": deployment, "actor": a.actor_id[:12],
                 "pool": node.get("pool", "?") if on_gpu else "-",

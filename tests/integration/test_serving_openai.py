@@ -59,8 +59,11 @@ def served():
         }
     )
     serve.run(build_app(settings), name="r1", route_prefix="/")
+    from r1platform.serving.placement import engine_deployment_name
+
     engines = {
-        m: serve.get_deployment_handle(f"engine-{m}", app_name="r1") for m in settings.models
+        m: serve.get_deployment_handle(engine_deployment_name(m, ms), app_name="r1")
+        for m, ms in settings.models.items()
     }
     guarded = settings.serve.model_copy(update={"api_keys": KEYS, "max_concurrent_per_key": 1})
     serve.run(

@@ -44,6 +44,8 @@ def parse_serve_metrics(text: str) -> dict[str, tuple[float, float, float]]:
     Ray Serve exports serve_deployment_request_counter (per replica), serve_replica_processing_
     queries (in flight per replica) and serve_deployment_queued_queries (waiting in routers);
     Ray prefixes them with "ray_". Per-pool Serve deployments `D@P` are summed into D.
+    The OpenAI ingress's own /metrics (r1p_requests_total, r1p_requests_in_flight, labelled by
+    model = logical deployment) is understood too: it is exact and has no export delay.
     """
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -52,13 +54,16 @@ def parse_serve_metrics(text: str) -> dict[str, tuple[float, float, float]]:
         "serve_deployment_request_counter": 0,
         "serve_replica_processing_queries": 1,
         "serve_deployment_queued_queries": 2,
+        "r1p_requests": 0,
+        "r1p_requests_in_flight": 1,
     }
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
             name = s.name.removeprefix("ray_").removesuffix("_total")
-            if name not in col or "deployment" not in s.labels:
+            label = "model" if name.startswith("r1p_") else "deployment"
+            if name not in col or label not in s.labels or s.labels[label] == "unknown":
                 continue
-            d, _ = parse_serve_name(s.labels["deployment"])
+            d, _ = parse_serve_name(s.labels[label])
             acc[d][col[name]] += float(s.value)
     return {d: (v[0], v[1], v[2]) for d, v in acc.items()}
 

@@ -200,6 +200,7 @@ class OpenAIIngress:
             self.limiter.acquire(key_id)
         except ClientError as err:
             return self._fail(span, model, method, err, t0)
+        self.metrics.in_flight.labels(model).inc()
         stream = getattr(handle, method).options(stream=True).remote(payload)
         try:
             first = await stream.__anext__()
@@ -215,7 +216,8 @@ class OpenAIIngress:
                 code=first["error"]["error"]["code"],
             )
             self.limiter.release(key_id)
-            return self._fail(span, model, method, err, t0, released=True)
+            self.metrics.in_flight.labels(model).dec()
+            return self._fail(span, model, method, err, t0)
         span.set_attribute("gen_ai.response.id", first["meta"]["id"])
         if not req.stream:
             try:
@@ -279,7 +281,6 @@ class OpenAIIngress:
         method: str,
         err: ClientError,
         t0: float,
-        released: bool = False,
     ) -> JSONResponse:
         span.set_attribute("error.type", err.code or err.type)
         span.set_attribute("http.response.status_code", err.status)
@@ -302,6 +303,7 @@ class OpenAIIngress:
         t0: float,
     ) -> None:
         self.limiter.release(key_id)
+        self.metrics.in_flight.labels(model).dec()
         usage = (tail or {}).get("usage")
         telemetry.set_attributes(
             span,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -28,6 +28,12 @@ class ServingMetrics:
             "End-to-end request latency",
             ["model"],
             buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "r1p_requests_in_flight",
+            "Requests accepted and not yet finished",
+            ["model"],
             registry=self.registry,
         )
         self.tokens = Counter(

@@ -38,26 +38,36 @@ def replica_bundles(ms: ModelSettings, mode: PlacementMode) -> list[dict[str, fl
     return [first] + [dict(unit) for _ in range(ms.tensor_parallel_size - 1) if unit]
 
 
+def engine_deployment_name(model_id: str, ms: ModelSettings) -> str:
+    """`model@pool`: the name the pool controller parses to scale a model on one pool."""
+    return f"{model_id}@{ms.pool or ms.accelerator_type or 'any'}"
+
+
 def engine_options(model_id: str, ms: ModelSettings, mode: PlacementMode) -> dict[str, Any]:
     a = ms.autoscaling
     env = {"VLLM_CPU_KVCACHE_SPACE": str(ms.cpu_kvcache_space_gib)} if mode == "simulated" else {}
-    return {
-        "name": f"engine-{model_id}",
+    opts: dict[str, Any] = {
+        "name": engine_deployment_name(model_id, ms),
         "placement_group_bundles": replica_bundles(ms, mode),
         "placement_group_strategy": "STRICT_PACK",
         "ray_actor_options": {"num_cpus": 0, "runtime_env": {"env_vars": env}},
-        "autoscaling_config": {
+        "max_ongoing_requests": ms.max_num_seqs * 2,
+        "health_check_period_s": 10,
+        "health_check_timeout_s": 30,
+    }
+    if a.min_replicas == a.max_replicas:
+        # A fixed count is what `r1p control` (the cost-aware autoscaler) sets and changes.
+        opts["num_replicas"] = a.min_replicas
+    else:
+        opts["autoscaling_config"] = {
             "min_replicas": a.min_replicas,
             "initial_replicas": max(a.min_replicas, 1),
             "max_replicas": a.max_replicas,
             "target_ongoing_requests": a.target_ongoing_requests,
             "upscale_delay_s": a.upscale_delay_s,
             "downscale_delay_s": a.downscale_delay_s,
-        },
-        "max_ongoing_requests": ms.max_num_seqs * 2,
-        "health_check_period_s": 10,
-        "health_check_timeout_s": 30,
-    }
+        }
+    return opts
 
 
 def detect_mode(cluster_resources: dict[str, float]) -> PlacementMode:

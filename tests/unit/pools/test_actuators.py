@@ -45,3 +45,17 @@ def test_autoscaler_bundles_one_per_node_pinned_to_the_pool():
     real = RayAutoscalerCapacity({"h100": 8}, {"h100": "H100"}, virtual=False)
     b, s = real.bundles({"h100": 8})
     assert b == [{"GPU": 8.0}] and s == [{"ray.io/accelerator-type": "H100", "r1p.pool": "h100"}]
+
+
+def test_ingress_metrics_are_a_load_source():
+    from r1platform.pools.actuators import parse_serve_metrics
+
+    text = (
+        "# TYPE r1p_requests counter\n"
+        'r1p_requests_total{endpoint="chat",model="tiny-r1",status="200"} 7.0\n'
+        'r1p_requests_total{endpoint="chat",model="tiny-r1",status="400"} 2.0\n'
+        'r1p_requests_total{endpoint="chat",model="unknown",status="404"} 5.0\n'
+        "# TYPE r1p_requests_in_flight gauge\n"
+        'r1p_requests_in_flight{model="tiny-r1"} 3.0\n'
+    )
+    assert parse_serve_metrics(text) == {"tiny-r1": (9.0, 3.0, 0.0)}

@@ -80,6 +80,10 @@ def test_pool_pin_and_autoscaling_reach_serve_options():
     assert opts["placement_group_strategy"] == "STRICT_PACK"
     assert opts["autoscaling_config"]["max_replicas"] == 3
     assert opts["autoscaling_config"]["initial_replicas"] == 1
+    assert opts["name"] == "m@l4"
+    fixed = engine_options("m", ModelSettings(accelerator_type="L4"), "simulated")
+    assert fixed["num_replicas"] == 1 and "autoscaling_config" not in fixed
+    assert fixed["name"] == "m@L4"
     assert detect_mode({"GPU": 8.0}) == "gpu" and detect_mode({"CPU": 2.0}) == "simulated"
 
 
