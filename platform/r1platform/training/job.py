@@ -1,5 +1,9 @@
 """The GRPO job: validate → start Ray (if needed) → rollout engines → TorchTrainer → result.
 
+The TorchTrainer runs under training/elastic.py's loop: the pool controller may shrink, pause,
+grow or move the job through its control actor `r1p-train-<run_name>`, each time from a
+checkpoint; the result lists those `resizes`.
+
 `main(argv)` is what `jobs/grpo.py` calls. Everything a user can get wrong (settings, model
 path, dataset path, reward import, group size) is checked before any Ray work and reported as
 one line with a non-zero exit. `submit_and_stream` runs the same job on a cluster through the
@@ -122,7 +126,7 @@ def run(s: GRPOSettings) -> dict[str, Any]:
     prep = prepare(s)
     import ray
 
-    from r1platform.training import rollout
+    from r1platform.training import elastic, rollout
     from r1platform.training.trainer import build_trainer
 
     _ensure_ray(s.ray_address)
@@ -138,29 +142,39 @@ def run(s: GRPOSettings) -> dict[str, Any]:
         flush=True,
     )
     t0 = time.perf_counter()
-    engines = rollout.start_engines(
-        s.num_rollout_engines,
-        rollout.EngineConfig(
-            model=prep.model_path,
-            max_model_len=s.max_model_len,
-            max_num_seqs=s.max_num_seqs,
-            seed=s.seed,
-            backend=backend,
-            gpu_memory_utilization=s.gpu_memory_utilization,
-        ),
-        rollout.engine_actor_options(
-            mode=mode,
-            num_cpus=s.engine_cpus,
-            accelerator_type=s.accelerator_type,
-            pool=s.rollout_pool,
-            kv_cache_gib=s.kv_cache_gib,
-        ),
+    engine_cfg = rollout.EngineConfig(
+        model=prep.model_path,
+        max_model_len=s.max_model_len,
+        max_num_seqs=s.max_num_seqs,
+        seed=s.seed,
+        backend=backend,
+        gpu_memory_utilization=s.gpu_memory_utilization,
     )
-    print(f"grpo: {len(engines)} rollout engine(s) ready in {time.perf_counter() - t0:.1f}s")
-    try:
-        trainer = build_trainer(
-            s,
-            engines=engines,
+    engine_opts = rollout.engine_actor_options(
+        mode=mode,
+        num_cpus=s.engine_cpus,
+        accelerator_type=s.accelerator_type,
+        pool=s.rollout_pool,
+        kv_cache_gib=s.kv_cache_gib,
+    )
+    engine_units = elastic.engine_gpus(
+        mode, s.num_rollout_engines, s.accelerator_type, s.rollout_pool
+    )
+
+    def start_engines() -> list[Any]:
+        t = time.perf_counter()
+        handles = rollout.start_engines(s.num_rollout_engines, engine_cfg, engine_opts)
+        print(f"grpo: {len(handles)} rollout engine(s) ready in {time.perf_counter() - t:.1f}s")
+        return handles
+
+    def stop_engines(handles: list[Any]) -> None:
+        for h in handles:
+            ray.kill(h)
+
+    def make_trainer(run_s: GRPOSettings, handles: list[Any]) -> Any:
+        return build_trainer(
+            run_s,
+            engines=handles,
             model_path=prep.model_path,
             train_rows=prep.train_rows,
             eval_rows=prep.eval_rows,
@@ -168,17 +182,29 @@ def run(s: GRPOSettings) -> dict[str, Any]:
             storage_path=prep.storage_path,
             use_gpu=use_gpu,
             sync_backend=backend,
+            control={
+                "name": elastic.actor_name(s.run_name),
+                "engines": engine_units,
+                "pool": run_s.train_pool,
+            },
         )
-        status, error = "SUCCEEDED", None
-        try:
-            result = trainer.fit()
-            checkpoint = result.checkpoint.path if result.checkpoint else None
-        except Exception as err:  # TrainingFailedError wraps the worker's exception
-            status, error = "FAILED", _root_message(err)
-            checkpoint = _latest_checkpoint(prep.storage_path, s.run_name)
+
+    engines = start_engines()
+    try:
+        outcome, engines = elastic.run_fits(
+            s,
+            make_trainer=make_trainer,
+            start_engines=start_engines,
+            stop_engines=stop_engines,
+            engines=engines,
+            engine_units=engine_units,
+            metrics_path=prep.output_dir / "metrics.jsonl",
+            latest_checkpoint=lambda: _latest_checkpoint(prep.storage_path, s.run_name),
+            root_message=_root_message,
+        )
     finally:
-        for h in engines:
-            ray.kill(h)
+        stop_engines(engines)
+    status, error, checkpoint = outcome.status, outcome.error, outcome.checkpoint
     summary = {
         "status": status,
         "error": error,
@@ -186,6 +212,7 @@ def run(s: GRPOSettings) -> dict[str, Any]:
         "output_dir": str(prep.output_dir),
         "metrics": last_metrics(prep.output_dir / "metrics.jsonl"),
         "eval_curve": eval_curve(prep.output_dir / "metrics.jsonl"),
+        "resizes": outcome.resizes,
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     (prep.output_dir / "result.json").write_text(json.dumps(summary, indent=2))
@@ -217,7 +244,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def last_metrics(path: Path) -> dict[str, Any]:
-    records = read_metrics(path)
+    records = [r for r in read_metrics(path) if "event" not in r]  # skip resize events
     return records[-1] if records else {}
 
 

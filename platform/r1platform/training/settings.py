@@ -96,6 +96,11 @@ class GRPOSettings(BaseSettings):
     num_rollout_engines: int = Field(1, ge=1)
     accelerator_type: str | None = Field(None, description="GPU type, e.g. H100 or L4")
     rollout_pool: str | None = Field(None, description="pin rollout engines to a named pool")
+    train_pool: str | None = Field(
+        None,
+        description="pool the train workers run on, one GPU (simulated: one pool:P unit) each; "
+        "the pool controller may move it (elastic grow)",
+    )
     worker_cpus: float = Field(0.5, ge=0)
     engine_cpus: float = Field(0.25, ge=0)
     use_gpu: bool | None = Field(None, description="default: when the cluster has GPUs")

@@ -10,6 +10,11 @@ Ray Train persists a checkpoint before registering it, and restores its registry
 when a run with the same name and storage path starts again; so a checkpoint is complete or
 absent, `--resume` is a relaunch with the same name, and `FailureConfig(max_failures)` restarts
 workers from the last registered checkpoint.
+
+The data position is global (one cursor over every train row, the same on every rank; rank r
+uses its slice of each step's prompts), so a checkpoint resumes exactly with any worker count:
+that is what lets the elastic loop (training/elastic.py) shrink and grow a running job. Rank 0
+polls the job's control actor once per step for such a request.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from typing import Any
 
 import torch
 
-from r1platform.training import grpo, rewards
+from r1platform.training import elastic, grpo, rewards
+from r1platform.training.elastic import RESIZE_KEY
 from r1platform.training.rollout import Sample, WeightSync, generate_groups
 from r1platform.training.settings import GRPOSettings
 
@@ -353,13 +359,18 @@ def train_loop(config: dict[str, Any]) -> None:
     if ckpt_dir_ctx is not None:
         ckpt_dir_ctx.__exit__(None, None, None)
 
-    rows = _load_rows(ray.train.get_dataset_shard("train"))
-    cursor = DataCursor(len(rows), s.seed + 7919 * rank)
+    rows = _load_rows(ray.train.get_dataset_shard("train"))  # every rank: all rows
+    cursor = DataCursor(len(rows), s.seed)
     step, updates, bad_streak = 0, 0, 0
     if state is not None:
         step, updates = state["step"], state["updates"]
         bad_streak = state.get("bad_streak", 0)
-        cursor.epoch, cursor.pos = state["data"][rank]["epoch"], state["data"][rank]["pos"]
+        if state.get("data_layout") != "global" and len(state["data"]) != 1:
+            raise TrainingAborted(
+                "checkpoint has per-worker data positions (written before elastic training); "
+                "resume it with the version that wrote it"
+            )
+        cursor.epoch, cursor.pos = state["data"][0]["epoch"], state["data"][0]["pos"]
         set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
     else:
         torch.manual_seed(s.seed + rank)
@@ -376,13 +387,21 @@ def train_loop(config: dict[str, Any]) -> None:
     per_rank = s.prompts_per_step // world
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     t_start = time.perf_counter()
+    control = _Control(config.get("control"), world, s) if rank == 0 else None
+
+    def draw() -> list[int]:
+        """This rank's slice of the next prompts_per_step rows (same walk on every rank)."""
+        idx = cursor.take(s.prompts_per_step)
+        return idx[rank * per_rank : (rank + 1) * per_rank]
 
     def push(version: int) -> float:
         secs = sync.push(str(version)) if sync is not None else 0.0
         _barrier(world)
         return secs
 
-    def emit(record: dict[str, Any], checkpoint_dir: Path | None = None) -> None:
+    def emit(
+        record: dict[str, Any], checkpoint_dir: Path | None = None, extra: dict | None = None
+    ) -> None:
         from ray.train import Checkpoint
 
         if log is not None:
@@ -392,10 +411,10 @@ def train_loop(config: dict[str, Any]) -> None:
                 pass
         ck = Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         name = f"step_{record['step']:06d}" if ck else None
-        ray.train.report(_jsonable(record), checkpoint=ck, checkpoint_dir_name=name)
+        ray.train.report({**_jsonable(record), **(extra or {})}, checkpoint=ck,
+                         checkpoint_dir_name=name)  # fmt: skip
 
     def checkpoint(at_step: int) -> Path | None:
-        all_data = _allgather(cursor.state(), world)
         all_rng = _allgather(rng_state(), world)
         if rank != 0:
             return None
@@ -405,7 +424,8 @@ def train_loop(config: dict[str, Any]) -> None:
             "updates": updates,
             "bad_streak": bad_streak,
             "optimizer": opt.state_dict(),
-            "data": all_data,
+            "data": [cursor.state()],
+            "data_layout": "global",
             "rng": all_rng,
             "settings": s.model_dump(),
         }
@@ -425,7 +445,7 @@ def train_loop(config: dict[str, Any]) -> None:
         t0 = time.perf_counter()
         step += 1
         # --- rollouts
-        idx = cursor.take(per_rank)
+        idx = draw()
         batch_rows = [rows[i] for i in idx]
         seeds = [hash((s.seed, step, r["_idx"])) % (2**31) for r in batch_rows]
         prompts = [prompt_ids(tokenizer, r["prompt"]) for r in batch_rows]
@@ -445,9 +465,12 @@ def train_loop(config: dict[str, Any]) -> None:
         refills = 0
         if s.dynamic_sampling:
             keep = grpo.filter_tied_groups(torch.tensor(total), s.group_size).tolist()
-            while not all(keep) and refills < s.max_refill_rounds:
+            # Collective: every rank draws each round so the shared cursor stays in step.
+            while refills < s.max_refill_rounds and not _all_ranks_true(all(keep), world):
                 refills += 1
-                extra_idx = cursor.take(per_rank)
+                extra_idx = draw()
+                if all(keep):
+                    continue
                 extra_rows = [rows[i] for i in extra_idx]
                 extra_prompts = [prompt_ids(tokenizer, r["prompt"]) for r in extra_rows]
                 extra_seeds = [
@@ -558,7 +581,13 @@ def train_loop(config: dict[str, Any]) -> None:
         }
         parts = _allgather(local, world)
         bad_streak = bad_streak + 1 if skipped else 0
-        record = {"step": step, "skipped": skipped, "weights_version": updates}
+        record = {
+            "step": step,
+            "skipped": skipped,
+            "weights_version": updates,
+            "workers": world,
+            "prompts_seen": cursor.epoch * cursor.n + cursor.pos,
+        }
         if rank == 0:
             record.update(_aggregate(parts, s.group_size, rollout_s, train_s, sync_s, refills))
         due_eval = step % s.eval_every == 0 or step >= s.max_steps
@@ -580,11 +609,57 @@ def train_loop(config: dict[str, Any]) -> None:
                 "aborting, the last good checkpoint is kept"
             )
         final = step >= s.max_steps or out_of_time
+        # Step boundary: a pending resize ends this fit after a checkpoint of this step.
+        resize = None if final else _broadcast(control.poll() if control else None, world)
         due_ckpt = (step % s.save_every == 0 or final) and not skipped
-        ck_dir = checkpoint(step) if due_ckpt else None
-        emit(record, ck_dir)
-        if final:
+        ck_dir = checkpoint(step) if due_ckpt or resize else None
+        emit(record, ck_dir, {RESIZE_KEY: resize} if resize else None)
+        if final or resize:
+            if resize and rank == 0:
+                console.print(f"grpo: checkpointed step {step}; releasing for a resize")
             break
+
+
+class _Control:
+    """Rank 0's view of the job's control actor: reports what it holds when the workers run,
+    and turns a pending request into a Resize (JSON) at a step boundary."""
+
+    def __init__(self, cfg: dict[str, Any] | None, world: int, s: GRPOSettings) -> None:
+        import ray
+
+        self.actor = None
+        self.world, self.s = world, s
+        if not cfg:
+            return
+        self.engines, self.pool = int(cfg["engines"]), cfg.get("pool")
+        try:
+            self.actor = ray.get_actor(cfg["name"], namespace=elastic.NAMESPACE)
+        except ValueError:
+            return
+        held = elastic.job_gpus(world, self.engines)
+        ray.get(self.actor.set_held.remote(held, self.pool, "running"), timeout=30)
+
+    def poll(self) -> str | None:
+        if self.actor is None:
+            return None
+        import ray
+
+        raw = ray.get(self.actor.take_request.remote(), timeout=30)
+        if not raw:
+            return None
+        rz = elastic.decide(
+            elastic.Request.from_dict(raw),
+            workers=self.world,
+            pool=self.pool,
+            engines=self.engines,
+            prompts_per_step=self.s.prompts_per_step,
+        )
+        return rz.to_json() if rz else None
+
+
+def _broadcast(obj: Any, world: int) -> Any:
+    """Rank 0's value on every rank."""
+    return _allgather(obj, world)[0]
 
 
 def _otel_ok(v: Any) -> bool:
@@ -690,21 +765,29 @@ def build_trainer(
     storage_path: str,
     use_gpu: bool,
     sync_backend: str,
+    control: dict[str, Any] | None = None,
     loop: Callable[[dict[str, Any]], None] = train_loop,
 ) -> Any:
+    """`control`: {"name", "engines", "pool"} of the job's elastic control actor, or None."""
     import ray.data
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     s = settings
     resources: dict[str, float] = {"CPU": s.worker_cpus}
-    if s.rollout_pool and not use_gpu:
+    accelerator_type = s.accelerator_type
+    if s.train_pool:
+        # One GPU per worker; on the simulated fleet the pool unit stands for it. The pool
+        # pins the GPU type, so a grow onto another pool is not held back by accelerator_type.
+        resources[f"pool:{s.train_pool}"] = 0.001 if use_gpu else 1.0
+        accelerator_type = None
+    elif s.rollout_pool and not use_gpu:
         resources[f"pool:{s.rollout_pool}"] = 0.001
     scaling = ScalingConfig(
         num_workers=s.num_workers,
         use_gpu=use_gpu,
         resources_per_worker=resources,
-        accelerator_type=s.accelerator_type,
+        accelerator_type=accelerator_type,
     )
     run = RunConfig(
         name=s.run_name,
@@ -722,9 +805,12 @@ def build_trainer(
             "eval_rows": eval_rows,
             "output_dir": output_dir,
             "sync_backend": sync_backend,
+            "control": control,
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=scaling,
         run_config=run,
         datasets={"train": ray.data.from_items(rows)},
+        # Not split: every rank walks the same global cursor (see the module docstring).
+        dataset_config=DataConfig(datasets_to_split=[]),
     )
