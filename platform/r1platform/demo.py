@@ -148,6 +148,7 @@ def main() -> int:
     show_answer(
         f"{TRAINED_ID}, after GRPO (expected {arithmetic.solve_question(question)})", *after
     )
+    compare_models(state.serve_url)
 
     plan = plan_summary()
     table = Table("what", "value", title="summary")

@@ -92,6 +92,9 @@ def virtual_node_commands(
                 "--resources", json.dumps(node_resources(pool)),
                 "--labels", label_arg,
                 "--dashboard-agent-listen-port", str(next(ports)),
+                # One log monitor per host: the head's already tails every node's log files
+                # (they share the session dir), and more would print each line N times.
+                "--include-log-monitor", "false",
                 "--disable-usage-stats",
             ])  # fmt: skip
     return cmds

@@ -17,6 +17,7 @@ def test_virtual_nodes_declare_pool_gpus_and_safe_labels():
     for c in cmds:
         labels = c[c.index("--labels") + 1]
         assert "ray.io/" not in labels and "r1p.simulated=true" in labels
+        assert c[c.index("--include-log-monitor") + 1] == "false"
     agent_ports = [int(c[c.index("--dashboard-agent-listen-port") + 1]) for c in cmds]
     assert agent_ports == ports, "each raylet on the host needs its own agent port"
 
