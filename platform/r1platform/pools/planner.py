@@ -148,7 +148,8 @@ def build_options(
                     continue
                 t = fitmod.estimate(
                     spec, gpu, f, w.avg_input_tokens, w.avg_output_tokens, w.slo.slo(),
-                    profiles.get((spec.name, gpu.name, f.tp, f.pp)),
+                    profiles.get((spec.name, gpu.name, f.tp, f.pp))
+                    or (w.replica_rps or {}).get(pool.gpu),
                 )
                 if t is None or t.capacity_rps <= 0:
                     continue

@@ -45,6 +45,9 @@ class ServingWorkload(BaseModel):
     # rounded up to 4k, 8 concurrent).
     context_tokens: int | None = Field(default=None, gt=0)
     concurrency: int = Field(default=8, ge=1)
+    # Measured requests/s one replica sustains at the SLO, by GPU type (bench output). It
+    # overrides the roofline estimate, which knows nothing of CPU-run or unusual engines.
+    replica_rps: dict[str, float] | None = None
 
     def kv_tokens(self) -> int:
         ctx = self.context_tokens or max(4096, int(self.avg_input_tokens + self.avg_output_tokens))

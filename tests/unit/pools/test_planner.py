@@ -165,3 +165,23 @@ def test_scale_10k_gpus_50_deployments():
     assert p.solver["method"] == "ilp" and p.solver["serving_status"] == "optimal"
     assert p.cost_per_hour >= p.solver["lp_bound"] - 1e-6
     assert dt < 3.0  # bench/planner.py reports the real figure; CI machines vary
+
+
+def test_measured_replica_rps_overrides_the_estimate(tmp_path):
+    from r1platform.pools.models import load_fleet
+    from r1platform.pools.planner import plan
+    from r1platform.pools.workloads import load_workloads
+
+    (tmp_path / "p.yaml").write_text(
+        "pools:\n  - {name: l4, gpu: L4, nodes: 1, gpus_per_node: 4, min_nodes: 1, max_nodes: 1}\n"
+    )
+    (tmp_path / "w.yaml").write_text(
+        "serving:\n  - {name: tiny, model: tiny-r1, request_rate: 9, avg_input_tokens: 16,\n"
+        "     avg_output_tokens: 48, slo: {ttft_p99_s: 1.0, tpot_p99_s: 0.05},\n"
+        "     replica_rps: {L4: 4.0}}\n"
+    )
+    fleet = load_fleet(tmp_path / "p.yaml")
+    p = plan(fleet, load_workloads(tmp_path / "w.yaml", fleet.catalog)).to_json()
+    # 9 rps at a measured 4 rps per replica needs 3 replicas; the roofline would say 1.
+    assert p["serving"][0]["replicas"] == 3
+    assert p["options"][0]["replica_capacity_rps"] == 4.0
