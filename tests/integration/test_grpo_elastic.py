@@ -117,3 +117,61 @@ def test_shrink_then_grow_loses_no_step(ray_pool, tmp_path: Path):
     assert res["metrics"]["step"] == 10 and res["metrics"]["workers"] == 2
     assert ctl.current_gpus("grpo") == 0  # the job ended and holds nothing
     print(f"elastic GRPO wall {wall:.1f}s, resizes at steps {shrink['step']}, {grow['step']}")
+
+
+def test_shrink_below_minimum_pauses_then_grow_resumes(ray_pool, tmp_path: Path):
+    # The engine holds a pool unit too (rollout_pool), so shrink(1) leaves no room for a
+    # worker: the job checkpoints, releases everything (engine included) and waits.
+    import ray
+    from r1platform.pools.actuators import RayActorTraining
+    from r1platform.training.job import run
+    from r1platform.training.settings import parse_settings
+
+    ctl = RayActorTraining()
+    metrics = tmp_path / "metrics.jsonl"
+    seen: dict = {}
+    errors: list[BaseException] = []
+
+    def steps() -> list[dict]:
+        return [r for r in _lines(metrics) if "event" not in r]
+
+    def controller():
+        try:
+            _wait(lambda: any(r["step"] >= 1 for r in steps()), "step 1")
+            seen["gpus_start"] = ctl.current_gpus("pausing")
+            ctl.request_checkpoint_and_shrink("pausing", 1)
+            _wait(lambda: ctl.current_gpus("pausing") == 0, "pause reported")
+            n = len(steps())
+            time.sleep(3)
+            seen["no_progress_while_paused"] = len(steps()) == n
+            seen["free_paused"] = _wait(
+                lambda: ray.available_resources().get("pool:h100", 0) >= 4 - 1e-6, "all free", 30
+            )
+            ctl.grow("pausing", 3, "h100")
+            _wait(lambda: ctl.current_gpus("pausing") == 3, "resume reported")
+        except BaseException as err:
+            errors.append(err)
+
+    t = threading.Thread(target=controller, daemon=True)
+    t.start()
+    res = run(parse_settings(None, output_dir=str(tmp_path), run_name="pausing", num_workers=1,
+                             train_pool="h100", rollout_pool="h100", prompts_per_step=B,
+                             group_size=4, max_new_tokens=32, eval_size=8, max_steps=5,
+                             save_every=100, eval_every=100, max_failures=0))  # fmt: skip
+    t.join(timeout=30)
+    assert not errors, errors
+    assert res["status"] == "SUCCEEDED", res
+    assert seen["gpus_start"] == 2  # one worker + the engine
+    assert seen["no_progress_while_paused"] and seen["free_paused"]
+    pause, resume = res["resizes"]
+    assert (pause["reason"], pause["gpus_after"], pause["workers_after"]) == ("pause", 0, 0)
+    assert (resume["reason"], resume["gpus_after"], resume["workers_after"]) == ("resume", 3, 2)
+    assert resume["step"] == pause["step"]
+    assert Path(pause["checkpoint"]).name == f"step_{pause['step']:06d}"
+    rows = steps()
+    assert [r["step"] for r in rows] == list(range(6))
+    for r in rows[1:]:
+        assert r["workers"] == (1 if r["step"] <= pause["step"] else 2)
+        assert r["prompts_seen"] == r["step"] * B and r["weights_version"] == r["step"]
+        assert r["logprob_diff"] < 1e-4  # the restarted engine got the checkpoint's weights
+    assert ctl.current_gpus("pausing") == 0

@@ -217,19 +217,20 @@ def run_fits(
     latest_checkpoint: Callable[[], str | None],
     root_message: Callable[[BaseException], str],
     poll_s: float = 0.5,
-) -> tuple[FitOutcome, list[Any]]:
+) -> FitOutcome:
     """fit → (resize? rebuild with the new worker count/pool and resume : done).
 
-    `make_trainer(settings, engines)` builds a TorchTrainer for those settings; the returned
-    engine list is what is running at the end (the caller stops it)."""
+    `make_trainer(settings, engines)` builds a TorchTrainer for those settings. Takes over
+    `engines` (already started) and stops whatever engines run when it returns or raises."""
     import ray
 
-    ctl = control_actor(s.run_name)
     workers, pool = s.num_workers, s.train_pool
-    ray.get(ctl.start.remote(job_gpus(workers, engine_units), pool))
     resizes: list[dict[str, Any]] = []
     budget = s.time_limit_s
+    ctl = None
     try:
+        ctl = control_actor(s.run_name)
+        ray.get(ctl.start.remote(job_gpus(workers, engine_units), pool))
         while True:
             run_s = s.model_copy(update={"num_workers": workers, "train_pool": pool,
                                          "time_limit_s": budget})  # fmt: skip
@@ -237,15 +238,13 @@ def run_fits(
             try:
                 result = make_trainer(run_s, engines).fit()
             except Exception as err:  # TrainingFailedError wraps the worker's exception
-                return FitOutcome("FAILED", root_message(err), latest_checkpoint(), resizes), (
-                    engines
-                )
+                return FitOutcome("FAILED", root_message(err), latest_checkpoint(), resizes)
             if budget is not None:
                 budget = max(1e-3, budget - (time.perf_counter() - t_fit))
             raw = (result.metrics or {}).get(RESIZE_KEY)
             if not raw:
                 ck = result.checkpoint.path if result.checkpoint else None
-                return FitOutcome("SUCCEEDED", None, ck, resizes), engines
+                return FitOutcome("SUCCEEDED", None, ck, resizes)
             rz = Resize.from_json(raw)
             step = int(result.metrics["step"])
             ck = result.checkpoint.path if result.checkpoint else latest_checkpoint()
@@ -254,8 +253,13 @@ def run_fits(
                 engines = []
             # The train workers are gone (fit returned): the release is done.
             if rz.gpus_after < rz.gpus_before:
-                ray.get(ctl.set_held.remote(rz.gpus_after, rz.pool_after,
-                                            "paused" if rz.workers_after == 0 else "resizing"))
+                ray.get(
+                    ctl.set_held.remote(
+                        rz.gpus_after,
+                        rz.pool_after,
+                        "paused" if rz.workers_after == 0 else "resizing",
+                    )
+                )
             event = {
                 "event": "resize",
                 "step": step,
@@ -302,4 +306,6 @@ def run_fits(
                 if not engines:
                     engines = start_engines()
     finally:
-        ray.get(ctl.set_held.remote(0, pool, "finished"))
+        stop_engines(engines)
+        if ctl is not None:
+            ray.get(ctl.set_held.remote(0, pool, "finished"))

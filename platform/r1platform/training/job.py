@@ -189,21 +189,17 @@ def run(s: GRPOSettings) -> dict[str, Any]:
             },
         )
 
-    engines = start_engines()
-    try:
-        outcome, engines = elastic.run_fits(
-            s,
-            make_trainer=make_trainer,
-            start_engines=start_engines,
-            stop_engines=stop_engines,
-            engines=engines,
-            engine_units=engine_units,
-            metrics_path=prep.output_dir / "metrics.jsonl",
-            latest_checkpoint=lambda: _latest_checkpoint(prep.storage_path, s.run_name),
-            root_message=_root_message,
-        )
-    finally:
-        stop_engines(engines)
+    outcome = elastic.run_fits(  # stops the engines when it ends
+        s,
+        make_trainer=make_trainer,
+        start_engines=start_engines,
+        stop_engines=stop_engines,
+        engines=start_engines(),
+        engine_units=engine_units,
+        metrics_path=prep.output_dir / "metrics.jsonl",
+        latest_checkpoint=lambda: _latest_checkpoint(prep.storage_path, s.run_name),
+        root_message=_root_message,
+    )
     status, error, checkpoint = outcome.status, outcome.error, outcome.checkpoint
     summary = {
         "status": status,

@@ -434,7 +434,9 @@ def train_loop(config: dict[str, Any]) -> None:
     # Engines may hold older weights (fresh start after a crash, or a resume): push first.
     first_sync = push(updates)
     if step == 0:
-        record: dict[str, Any] = {"step": 0, "weight_sync_s": first_sync}
+        record: dict[str, Any] = {
+            "step": 0, "weight_sync_s": first_sync, "workers": world, "prompts_seen": 0
+        }  # fmt: skip
         if rank == 0:
             record.update(evaluate(handles, tokenizer, eval_rows, funcs, s.max_new_tokens))
         emit(record)
@@ -634,17 +636,25 @@ class _Control:
         self.engines, self.pool = int(cfg["engines"]), cfg.get("pool")
         try:
             self.actor = ray.get_actor(cfg["name"], namespace=elastic.NAMESPACE)
-        except ValueError:
-            return
-        held = elastic.job_gpus(world, self.engines)
-        ray.get(self.actor.set_held.remote(held, self.pool, "running"), timeout=30)
+            held = elastic.job_gpus(world, self.engines)
+            ray.get(self.actor.set_held.remote(held, self.pool, "running"), timeout=30)
+        except Exception as err:  # elastic control must never stop training
+            self._lost(err)
+
+    def _lost(self, err: BaseException) -> None:
+        print(f"grpo: control actor unavailable ({type(err).__name__}); not elastic now")
+        self.actor = None
 
     def poll(self) -> str | None:
         if self.actor is None:
             return None
         import ray
 
-        raw = ray.get(self.actor.take_request.remote(), timeout=30)
+        try:
+            raw = ray.get(self.actor.take_request.remote(), timeout=30)
+        except Exception as err:  # the same: train on without it
+            self._lost(err)
+            return None
         if not raw:
             return None
         rz = elastic.decide(

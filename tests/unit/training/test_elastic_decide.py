@@ -79,9 +79,7 @@ def test_grow_resumes_a_paused_job_and_ignores_too_small_grants():
 def test_resize_round_trips_through_json():
     rz = _d("shrink", 1, workers=2)
     assert Resize.from_json(rz.to_json()) == rz
-    assert Request.from_dict({"kind": "grow", "gpus": "2", "pool": "x"}) == Request(
-        "grow", 2, "x"
-    )
+    assert Request.from_dict({"kind": "grow", "gpus": "2", "pool": "x"}) == Request("grow", 2, "x")
 
 
 def test_engine_gpus_follow_the_engine_placement():
