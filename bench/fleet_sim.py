@@ -11,26 +11,9 @@ training GPU-hours over the GPU-hours serving left idle.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-from contextlib import contextmanager
 
+from benchutil import quiet_stdout
 from r1platform.pools import scenarios, sim, trace
-
-
-@contextmanager
-def quiet_stdout():
-    """HiGHS prints solver chatter straight to fd 1; keep the tables readable."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    with open(os.devnull, "w") as null:
-        os.dup2(null.fileno(), 1)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            os.dup2(saved, 1)
-            os.close(saved)
 
 
 def main() -> int:
@@ -46,8 +29,9 @@ def main() -> int:
     ap.add_argument("--single-gpu", default="H100")
     args = ap.parse_args()
 
-    cfg = sim.SimConfig(duration_s=args.hours * 3600, seed=args.seed,
-                        control_interval_s=args.interval)
+    cfg = sim.SimConfig(
+        duration_s=args.hours * 3600, seed=args.seed, control_interval_s=args.interval
+    )
     if args.trace == "synthetic":
         tr = trace.synthetic(cfg.duration_s, cfg.tick_s, args.seed)
     else:
@@ -55,31 +39,40 @@ def main() -> int:
         tr = trace.azure_csv(path, cfg.tick_s)
     fleet = scenarios.fleet(args.gpus)
     gpus = sum(p.gpus_capacity for p in fleet.pools)
-    wl = scenarios.workloads(args.deployments, seed=args.seed + 2, total_gpus=gpus,
-                             load=args.load)
+    wl = scenarios.workloads(args.deployments, seed=args.seed + 2, total_gpus=gpus, load=args.load)
     jobs = sim.job_queue(args.jobs, args.seed, cfg.duration_s, gpus)
     with quiet_stdout():
         results = sim.run_all(fleet, list(wl.serving), jobs, tr, cfg, args.single_gpu)
     ours = results[0]
-    print(f"## Fleet simulation: {gpus:,} GPUs ({len(fleet.pools)} types), "
-          f"{args.deployments} deployments, {args.jobs} GRPO jobs, {args.hours:g} h "
-          f"{args.trace} trace (peak/mean {tr.peak:.2f}), seed {args.seed}")
-    print("| policy | serving cost $ | vs r1p | SLO attainment | GPU util | harvested GPU-h "
-          "| harvest / idle | preemptions | lost GPU-h | jobs done | decisions/s |")
+    print(
+        f"## Fleet simulation: {gpus:,} GPUs ({len(fleet.pools)} types), "
+        f"{args.deployments} deployments, {args.jobs} GRPO jobs, {args.hours:g} h "
+        f"{args.trace} trace (peak/mean {tr.peak:.2f}), seed {args.seed}"
+    )
+    print(
+        "| policy | serving cost $ | vs r1p | SLO attainment | GPU util | harvested GPU-h "
+        "| harvest / idle | preemptions | lost GPU-h | jobs done | decisions/s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r.policy} | {r.cost:,.0f} | {r.cost / ours.cost:.3f} | "
-              f"{100 * r.slo_attainment:.2f}% | {100 * r.utilisation:.1f}% | "
-              f"{r.harvested_gpu_hours:,.0f} | {100 * r.harvest_share:.1f}% | {r.preemptions} | "
-              f"{r.lost_gpu_hours:,.0f} | {r.jobs_done} | {r.decisions_per_s:,.1f} |")
+        print(
+            f"| {r.policy} | {r.cost:,.0f} | {r.cost / ours.cost:.3f} | "
+            f"{100 * r.slo_attainment:.2f}% | {100 * r.utilisation:.1f}% | "
+            f"{r.harvested_gpu_hours:,.0f} | {100 * r.harvest_share:.1f}% | {r.preemptions} | "
+            f"{r.lost_gpu_hours:,.0f} | {r.jobs_done} | {r.decisions_per_s:,.1f} |"
+        )
     by = {r.policy: r for r in results}
     print()
     for base in ("single-type", "static", "first-fit"):
         b = by[base]
-        print(f"r1p cost vs {base}: {100 * (1 - ours.cost / b.cost):+.1f}% lower "
-              f"(target >= 30% for single-type and static)")
-    print(f"r1p SLO attainment {100 * ours.slo_attainment:.2f}% (target >= 99%); harvest share "
-          f"{100 * ours.harvest_share:.1f}% (target >= 50%)")
+        print(
+            f"r1p cost vs {base}: {100 * (1 - ours.cost / b.cost):+.1f}% lower "
+            f"(target >= 30% for single-type and static)"
+        )
+    print(
+        f"r1p SLO attainment {100 * ours.slo_attainment:.2f}% (target >= 99%); harvest share "
+        f"{100 * ours.harvest_share:.1f}% (target >= 50%)"
+    )
     return 0
 
 

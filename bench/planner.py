@@ -10,71 +10,47 @@ at 10,000 GPUs x 50 deployments.
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
-import os
 import random
 import statistics
-import sys
 import time
-from contextlib import contextmanager
 
+from benchutil import quiet_stdout
 from r1platform.pools import planner as pl
 from r1platform.pools import scenarios
 from r1platform.pools.catalog import load_catalog
 from r1platform.pools.errors import PoolsError
 from r1platform.pools.models import Fleet, Pool
+from r1platform.pools.reference import brute_force_cost
 from r1platform.pools.workloads import ServingWorkload, SloSpec, Workloads
-
-
-@contextmanager
-def quiet_stdout():
-    """HiGHS prints solver chatter straight to fd 1; keep the tables readable."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    with open(os.devnull, "w") as null:
-        os.dup2(null.fileno(), 1)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            os.dup2(saved, 1)
-            os.close(saved)
-
-
-def brute_force(fleet: Fleet, wl: Workloads) -> float:
-    opts = pl.build_options(fleet, wl.serving)
-    cap = {p.name: p.gpus_capacity for p in fleet.pools}
-    rate = {w.name: w.request_rate for w in wl.serving}
-    ranges = [range(0, min(math.ceil(rate[o.deployment] / o.replica_capacity_rps),
-                           cap[o.pool] // o.gpus_per_replica) + 1) for o in opts]
-    best = math.inf
-    for xs in itertools.product(*ranges):
-        got = dict.fromkeys(rate, 0.0)
-        used = dict.fromkeys(cap, 0)
-        cost = 0.0
-        for o, n in zip(opts, xs, strict=True):
-            got[o.deployment] += n * o.replica_capacity_rps
-            used[o.pool] += n * o.gpus_per_replica
-            cost += n * o.replica_cost_per_hour
-        if cost < best and all(got[d] >= rate[d] - 1e-9 for d in rate) and all(
-                used[p] <= cap[p] for p in cap):
-            best = cost
-    return best
 
 
 def small_instance(seed: int) -> tuple[Fleet, Workloads]:
     rng = random.Random(seed)
     cat = load_catalog()
     types = rng.sample(["H100", "A100-80G", "A100-40G", "L40S", "L4", "T4", "A10G"], 3)
-    pools = [Pool(name=t.lower(), gpu=t, nodes=1, gpus_per_node=rng.choice([1, 2, 4]),
-                  max_nodes=rng.choice([1, 2])) for t in types]
+    pools = [
+        Pool(
+            name=t.lower(),
+            gpu=t,
+            nodes=1,
+            gpus_per_node=rng.choice([1, 2, 4]),
+            max_nodes=rng.choice([1, 2]),
+        )
+        for t in types
+    ]
     models = rng.sample(["r1-distill-qwen-1.5b", "r1-distill-qwen-7b", "r1-distill-llama-8b"], 2)
-    serving = [ServingWorkload(name=f"d{i}", model=m, request_rate=round(rng.uniform(0.5, 10), 2),
-                               avg_input_tokens=rng.choice([200, 500, 1000]),
-                               avg_output_tokens=rng.choice([300, 800, 1500]),
-                               slo=SloSpec(ttft_p99_s=2.0, tpot_p99_s=rng.choice([0.05, 0.1])))
-               for i, m in enumerate(models)]
+    serving = [
+        ServingWorkload(
+            name=f"d{i}",
+            model=m,
+            request_rate=round(rng.uniform(0.5, 10), 2),
+            avg_input_tokens=rng.choice([200, 500, 1000]),
+            avg_output_tokens=rng.choice([300, 800, 1500]),
+            slo=SloSpec(ttft_p99_s=2.0, tpot_p99_s=rng.choice([0.05, 0.1])),
+        )
+        for i, m in enumerate(models)
+    ]
     return Fleet(pools=pools, catalog=cat), Workloads(serving=serving)
 
 
@@ -95,7 +71,7 @@ def main() -> int:
                 break
             fleet, wl = small_instance(seed)
             try:
-                opt = brute_force(fleet, wl)
+                opt = brute_force_cost(fleet, wl)
                 if math.isinf(opt):
                     infeasible += 1
                     continue
@@ -106,8 +82,10 @@ def main() -> int:
                 continue
             ilp_ratio.append(got / opt)
             greedy_ratio.append(greedy / opt)
-    print(f"## Exactness: {len(ilp_ratio)} random small instances (3 pools, 2 deployments), "
-          f"cost / brute-force optimum ({infeasible} infeasible/unfit skipped)")
+    print(
+        f"## Exactness: {len(ilp_ratio)} random small instances (3 pools, 2 deployments), "
+        f"cost / brute-force optimum ({infeasible} infeasible/unfit skipped)"
+    )
     print("| planner | mean | max | instances at optimum |")
     print("|---|---|---|---|")
     for name, r in (("r1p ILP", ilp_ratio), ("greedy (peer)", greedy_ratio)):
@@ -130,22 +108,32 @@ def main() -> int:
         exact = pl.plan(fleet, wl, mip_gap=1e-4, time_limit_s=30, exact=True)
         exact_s = time.perf_counter() - t
     print()
-    print(f"## Scale: {gpus:,} GPUs in {len(fleet.pools)} pools x {args.deployments} deployments "
-          f"+ {args.jobs} training jobs (median of {args.repeats})")
+    print(
+        f"## Scale: {gpus:,} GPUs in {len(fleet.pools)} pools x {args.deployments} deployments "
+        f"+ {args.jobs} training jobs (median of {args.repeats})"
+    )
     print("| planner | plan time (s) | serving $/hour | vs r1p | training GPUs |")
     print("|---|---|---|---|---|")
     tg = sum(u.gpus_training for u in p.pools)
-    print(f"| r1p (LP-anchored ILP) | {statistics.median(times):.3f} | {p.cost_per_hour:,.2f} | "
-          f"1.000 | {tg:,} |")
-    print(f"| from-scratch ILP, gap 1e-4 (peer) | {exact_s:.3f} | {exact.cost_per_hour:,.2f} | "
-          f"{exact.cost_per_hour / p.cost_per_hour:.4f} | "
-          f"{sum(u.gpus_training for u in exact.pools):,} |")
-    print(f"| greedy (peer) | {statistics.median(gtimes):.3f} | {g.cost_per_hour:,.2f} | "
-          f"{g.cost_per_hour / p.cost_per_hour:.4f} | {sum(u.gpus_training for u in g.pools):,} |")
-    print(f"\nr1p LP lower bound {p.solver.get('lp_bound', float('nan')):,.2f} $/hour; "
-          f"r1p within {100 * (p.cost_per_hour / exact.cost_per_hour - 1):.2f}% of the "
-          f"from-scratch ILP ({exact.solver.get('serving_status')}); target plan time < 1 s: "
-          f"{'met' if statistics.median(times) < 1 else 'NOT met'}")
+    print(
+        f"| r1p (LP-anchored ILP) | {statistics.median(times):.3f} | {p.cost_per_hour:,.2f} | "
+        f"1.000 | {tg:,} |"
+    )
+    print(
+        f"| from-scratch ILP, gap 1e-4 (peer) | {exact_s:.3f} | {exact.cost_per_hour:,.2f} | "
+        f"{exact.cost_per_hour / p.cost_per_hour:.4f} | "
+        f"{sum(u.gpus_training for u in exact.pools):,} |"
+    )
+    print(
+        f"| greedy (peer) | {statistics.median(gtimes):.3f} | {g.cost_per_hour:,.2f} | "
+        f"{g.cost_per_hour / p.cost_per_hour:.4f} | {sum(u.gpus_training for u in g.pools):,} |"
+    )
+    print(
+        f"\nr1p LP lower bound {p.solver.get('lp_bound', float('nan')):,.2f} $/hour; "
+        f"r1p within {100 * (p.cost_per_hour / exact.cost_per_hour - 1):.2f}% of the "
+        f"from-scratch ILP ({exact.solver.get('serving_status')}); target plan time < 1 s: "
+        f"{'met' if statistics.median(times) < 1 else 'NOT met'}"
+    )
     return 0
 
 

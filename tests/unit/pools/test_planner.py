@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
-import time
 
 import pytest
 from r1platform.pools import scenarios
 from r1platform.pools.catalog import load_catalog
 from r1platform.pools.errors import FitError, InfeasibleError
 from r1platform.pools.models import Fleet, Pool
-from r1platform.pools.planner import build_options, plan
+from r1platform.pools.planner import plan
+from r1platform.pools.reference import brute_force_cost
 from r1platform.pools.workloads import GpuRange, ServingWorkload, SloSpec, TrainingJob, Workloads
 
 CAT = load_catalog()
@@ -28,26 +27,6 @@ def _svc(name, model, rate, **kw) -> ServingWorkload:
                            **kw)
 
 
-def brute_force(fleet: Fleet, wl: Workloads) -> float:
-    """Cheapest serving cost by enumerating replica counts of every (unpruned) option."""
-    opts = build_options(fleet, wl.serving)
-    cap = {p.name: p.gpus_capacity for p in fleet.pools}
-    rate = {w.name: w.request_rate for w in wl.serving}
-    ranges = [range(0, min(math.ceil(rate[o.deployment] / o.replica_capacity_rps),
-                           cap[o.pool] // o.gpus_per_replica) + 1) for o in opts]
-    best = math.inf
-    for xs in itertools.product(*ranges):
-        got = dict.fromkeys(rate, 0.0)
-        used = dict.fromkeys(cap, 0)
-        cost = 0.0
-        for o, n in zip(opts, xs, strict=True):
-            got[o.deployment] += n * o.replica_capacity_rps
-            used[o.pool] += n * o.gpus_per_replica
-            cost += n * o.replica_cost_per_hour
-        if cost < best and all(got[d] >= rate[d] - 1e-9 for d in rate) and all(
-                used[p] <= cap[p] for p in cap):
-            best = cost
-    return best
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -59,7 +38,7 @@ def test_ilp_matches_brute_force_on_small_instances(seed):
     models = ["r1-distill-qwen-1.5b", "r1-distill-qwen-7b"]
     wl = Workloads(serving=[_svc(f"d{i}", models[i], rng.uniform(1, 12)) for i in range(2)])
     try:
-        want = brute_force(fleet, wl)
+        want = brute_force_cost(fleet, wl)
     except FitError:
         return
     if math.isinf(want):
@@ -159,12 +138,11 @@ def test_greedy_is_feasible_and_not_cheaper_than_ilp():
 def test_scale_10k_gpus_50_deployments():
     f = scenarios.fleet(10_000)
     w = scenarios.workloads(50, seed=1, total_gpus=10_000, n_jobs=10)
-    t = time.perf_counter()
     p = plan(f, w)
-    dt = time.perf_counter() - t
+    # Speed is bench/planner.py's job (it compares against a peer in the same run); here the
+    # fleet-scale path must take the ILP route and respect its own LP bound.
     assert p.solver["method"] == "ilp" and p.solver["serving_status"] == "optimal"
     assert p.cost_per_hour >= p.solver["lp_bound"] - 1e-6
-    assert dt < 3.0  # bench/planner.py reports the real figure; CI machines vary
 
 
 def test_measured_replica_rps_overrides_the_estimate(tmp_path):
