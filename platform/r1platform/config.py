@@ -107,11 +107,23 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        yaml_path = os.environ.get("R1P_CONFIG")
-        if yaml_path:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path))
-        return tuple(sources)
+        return layered_sources(
+            settings_cls, init_settings, env_settings, os.environ.get("R1P_CONFIG")
+        )
+
+
+def layered_sources(
+    settings_cls: type[BaseSettings],
+    init_settings: PydanticBaseSettingsSource,
+    env_settings: PydanticBaseSettingsSource,
+    yaml_file: str | Path | None,
+) -> tuple[PydanticBaseSettingsSource, ...]:
+    """The one precedence every settings tree here uses: explicit values, then the environment,
+    then the YAML file, then defaults (no .env or secrets dirs)."""
+    sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+    if yaml_file:
+        sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+    return tuple(sources)
 
 
 class ConfigError(ValueError):

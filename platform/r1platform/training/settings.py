@@ -17,8 +17,9 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
-    YamlConfigSettingsSource,
 )
+
+from r1platform.config import layered_sources
 
 LossAgg = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 SyncBackend = Literal["auto", "cpu", "nccl"]
@@ -137,11 +138,7 @@ class GRPOSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        yaml_file = _yaml_file.get()
-        if yaml_file is not None:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
-        return tuple(sources)
+        return layered_sources(settings_cls, init_settings, env_settings, _yaml_file.get())
 
     def reward_specs(self) -> list[dict[str, Any]]:
         # Format is a shaping term: weighted like accuracy it wins, and the policy learns to
