@@ -27,6 +27,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_ID = "tiny-r1"
+RAY_WORKER_NICENESS = 15  # Ray's default for worker processes
 ENGINE = {"max_model_len": 256, "dtype": "float32", "max_num_seqs": 64, "seed": 0}
 
 
@@ -154,7 +155,7 @@ def start_raw_vllm(model_dir: Path, port: int) -> subprocess.Popen:
     )
 
 
-def start_ours(port: int) -> None:
+def start_ours(port: int, stream_interval: str) -> None:
     import ray
     from r1platform.config import load_settings
     from r1platform.serving.app import build_app
@@ -168,7 +169,8 @@ def start_ours(port: int) -> None:
         log_to_driver=False,
     )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    settings = load_settings(models={MODEL_ID: dict(ENGINE)})
+    interval = stream_interval if stream_interval == "auto" else int(stream_interval)
+    settings = load_settings(models={MODEL_ID: {**ENGINE, "stream_interval": interval}})
     serve.run(build_app(settings), name="bench", route_prefix="/")
 
 
@@ -180,6 +182,7 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=64, help="per side per round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--stream-interval", default="auto", help="ours: tokens per chunk, or auto")
     args = ap.parse_args()
 
     from r1platform.models.tiny import ensure_tiny_model
@@ -190,7 +193,7 @@ def main() -> int:
     raw_port, our_port = free_port(), free_port()
     raw = start_raw_vllm(model_dir, raw_port)
     try:
-        start_ours(our_port)
+        start_ours(our_port, args.stream_interval)
         wait_ready(f"http://127.0.0.1:{raw_port}/health", 300, raw)
         wait_ready(f"http://127.0.0.1:{our_port}/health", 300)
         ours = Side("ours (Ray Serve)", f"http://127.0.0.1:{our_port}")

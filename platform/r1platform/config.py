@@ -61,7 +61,6 @@ class ServeSettings(BaseModel):
     max_n: int = Field(16, ge=1)
     request_timeout_s: float = Field(300.0, gt=0)
     placement: Literal["auto", "gpu", "simulated"] = "auto"
-    ingress_replicas: int = Field(1, ge=1)
 
 
 def _default_models() -> dict[str, ModelSettings]:

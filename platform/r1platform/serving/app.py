@@ -19,15 +19,19 @@ def placement_mode(settings: Settings) -> PlacementMode:
 
 
 def build_app(settings: Settings) -> Application:
+    """The first model's engine lives in the ingress replicas (one Ray hop for its tokens) and
+    scales with them; every other model is its own engine deployment behind a handle."""
     mode = placement_mode(settings)
+    (primary, primary_ms), *others = settings.models.items()
     engines = {
         model_id: EngineDeployment.options(**engine_options(model_id, ms, mode)).bind(
             model_id, ms.model_dump()
         )
-        for model_id, ms in settings.models.items()
+        for model_id, ms in others
     }
-    return OpenAIIngress.options(
-        num_replicas=settings.serve.ingress_replicas,
-        ray_actor_options={"num_cpus": 0},
-        max_ongoing_requests=10_000,
-    ).bind(engines, settings.serve.model_dump())
+    opts = engine_options(primary, primary_ms, mode)
+    # The ingress also carries other models' requests; don't let the engine's cap throttle them.
+    opts["max_ongoing_requests"] = max(opts["max_ongoing_requests"], 1024)
+    return OpenAIIngress.options(**opts).bind(
+        engines, settings.serve.model_dump(), primary, primary_ms.model_dump()
+    )

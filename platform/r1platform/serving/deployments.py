@@ -30,14 +30,10 @@ from r1platform.serving.protocol import (
 TRACER = "r1platform.serving"
 
 
-@serve.deployment
-class EngineDeployment:
-    """A vLLM AsyncLLM replica for one model."""
+class EngineHost:
+    """The methods a process hosting one model's engine answers, locally or over a handle."""
 
-    def __init__(self, model_id: str, settings: dict[str, Any]) -> None:
-        from r1platform.serving.engine import R1Engine
-
-        self.core = R1Engine(model_id, ModelSettings.model_validate(settings))
+    core: Any = None
 
     async def chat(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         async for item in self.core.chat(payload):
@@ -48,25 +44,58 @@ class EngineDeployment:
             yield item
 
     async def check_health(self) -> None:
-        await self.core.check_health()
+        if self.core is not None:
+            await self.core.check_health()
 
     async def ready(self) -> bool:
-        await self.core.check_health()
+        await self.check_health()
         return True
 
     def num_unfinished(self) -> int:
-        return self.core.num_unfinished()
+        return self.core.num_unfinished() if self.core is not None else 0
 
     def where(self) -> dict[str, Any]:
         import ray
 
         ctx = ray.get_runtime_context()
-        return {"node_id": ctx.get_node_id(), "pid": os.getpid(), "model": self.core.model_id}
+        model = self.core.model_id if self.core is not None else None
+        return {"node_id": ctx.get_node_id(), "pid": os.getpid(), "model": model}
 
     def __del__(self) -> None:
-        core = getattr(self, "core", None)
-        if core is not None:
-            core.shutdown()
+        if self.core is not None:
+            self.core.shutdown()
+
+
+def _start_engine(model_id: str, settings: dict[str, Any]) -> Any:
+    from r1platform.serving.engine import R1Engine
+
+    return R1Engine(model_id, ModelSettings.model_validate(settings))
+
+
+@serve.deployment
+class EngineDeployment(EngineHost):
+    """A vLLM AsyncLLM replica for a model other than the ingress's own."""
+
+    def __init__(self, model_id: str, settings: dict[str, Any]) -> None:
+        self.core = _start_engine(model_id, settings)
+
+
+class LocalStream:
+    """The in-process twin of a streaming DeploymentResponseGenerator."""
+
+    def __init__(self, agen: AsyncIterator[dict[str, Any]]) -> None:
+        self._agen = agen
+        self._closing: asyncio.Future[None] | None = None
+
+    def __aiter__(self) -> LocalStream:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        return await self._agen.__anext__()
+
+    def cancel(self) -> None:
+        # Closing the generator closes vLLM's generate(), which aborts the engine request.
+        self._closing = asyncio.ensure_future(self._agen.aclose())  # type: ignore[attr-defined]
 
 
 api = FastAPI(title="r1-platform OpenAI API")
@@ -92,10 +121,22 @@ def _json_error(err: ClientError) -> JSONResponse:
 
 @serve.deployment
 @serve.ingress(api)
-class OpenAIIngress:
-    """Auth, validation, routing by model, limits, metrics and one span per request."""
+class OpenAIIngress(EngineHost):
+    """Auth, validation, routing by model, limits, metrics and one span per request.
 
-    def __init__(self, engines: dict[str, DeploymentHandle], serve_settings: dict[str, Any]):
+    It also hosts the first model's engine in-process: that model's tokens then cross one Ray
+    hop (replica → proxy) instead of two, and each hop costs CPU per streamed chunk. Other
+    models are engine deployments reached through handles.
+    """
+
+    def __init__(
+        self,
+        engines: dict[str, DeploymentHandle],
+        serve_settings: dict[str, Any],
+        local_model: str | None = None,
+        local_settings: dict[str, Any] | None = None,
+    ):
+        self.core = _start_engine(local_model, local_settings or {}) if local_model else None
         self.engines = engines
         self.settings = ServeSettings.model_validate(serve_settings)
         self.keys = KeyChecker(self.settings.api_keys)
@@ -118,17 +159,24 @@ class OpenAIIngress:
             for s in self.spans.get_finished_spans()
         ]
 
-    def _route(self, model: str) -> DeploymentHandle:
+    @property
+    def model_ids(self) -> list[str]:
+        local = [self.core.model_id] if self.core is not None else []
+        return sorted({*self.engines, *local})
+
+    def _route(self, model: str) -> Any:
+        """A callable that opens the model's output stream, here or over a handle."""
+        if self.core is not None and model == self.core.model_id:
+            return lambda method, payload: LocalStream(getattr(self.core, method)(payload))
         handle = self.engines.get(model)
         if handle is None:
             raise ClientError(
-                f"The model '{model}' does not exist. "
-                f"Available: {', '.join(sorted(self.engines))}.",
+                f"The model '{model}' does not exist. Available: {', '.join(self.model_ids)}.",
                 status=404,
                 param="model",
                 code="model_not_found",
             )
-        return handle
+        return lambda method, payload: getattr(handle, method).options(stream=True).remote(payload)
 
     async def _payload(self, request: Request) -> Any:
         try:
@@ -140,14 +188,17 @@ class OpenAIIngress:
     @api.get("/health")
     async def health(self) -> Response:
         problems = {}
-        for model, handle in self.engines.items():
+        checks = {m: h.ready.remote() for m, h in self.engines.items()}
+        if self.core is not None:
+            checks[self.core.model_id] = self.ready()
+        for model, check in checks.items():
             try:
-                await asyncio.wait_for(handle.ready.remote(), timeout=10)
+                await asyncio.wait_for(check, timeout=10)
             except Exception as err:  # any failure means not ready; say which model and why
                 problems[model] = f"{type(err).__name__}: {err}"[:200]
         if problems:
             return JSONResponse({"status": "unavailable", "models": problems}, status_code=503)
-        return JSONResponse({"status": "ok", "models": sorted(self.engines)})
+        return JSONResponse({"status": "ok", "models": self.model_ids})
 
     @api.get("/metrics")
     async def metrics_route(self) -> Response:
@@ -161,16 +212,16 @@ class OpenAIIngress:
             return _json_error(err)
         data = [
             {"id": m, "object": "model", "created": 0, "owned_by": "r1-platform"}
-            for m in sorted(self.engines)
+            for m in self.model_ids
         ]
         return JSONResponse({"object": "list", "data": data})
 
     @api.post("/v1/chat/completions")
-    async def chat(self, request: Request) -> Response:
+    async def chat_completions_route(self, request: Request) -> Response:
         return await self._serve(request, ChatRequest, "chat", "chat")
 
     @api.post("/v1/completions")
-    async def completions(self, request: Request) -> Response:
+    async def completions_route(self, request: Request) -> Response:
         return await self._serve(request, CompletionRequest, "completion", "text_completion")
 
     async def _serve(self, request: Request, model_cls: type, method: str, op: str) -> Response:
@@ -196,12 +247,12 @@ class OpenAIIngress:
                     "gen_ai.request.choice.count": req.n,
                 },
             )
-            handle = self._route(model)
+            open_stream = self._route(model)
             self.limiter.acquire(key_id)
         except ClientError as err:
             return self._fail(span, model, method, err, t0)
         self.metrics.in_flight.labels(model).inc()
-        stream = getattr(handle, method).options(stream=True).remote(payload)
+        stream = open_stream(method, payload)
         try:
             first = await stream.__anext__()
         except BaseException:
@@ -287,7 +338,7 @@ class OpenAIIngress:
         span.set_status(Status(StatusCode.ERROR, err.message))
         span.end()
         # Unknown model names stay out of metric labels: a client must not mint new series.
-        label = model if model in self.engines else "unknown"
+        label = model if model in self.model_ids else "unknown"
         self.metrics.observe_done(label, method, err.status, None, None, time.perf_counter() - t0)
         return _json_error(err)
 

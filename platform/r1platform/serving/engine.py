@@ -153,7 +153,8 @@ class R1Engine:
                 ],
             }
         params = self._params(req, max_tokens, req.stream)
-        async for out in self.engine.generate({"prompt_token_ids": ids}, params, rid):
+        outputs = self.engine.generate({"prompt_token_ids": ids}, params, rid)
+        async for out in _closing(outputs):
             choices = []
             for o in out.outputs:
                 i = o.index
@@ -237,7 +238,8 @@ class R1Engine:
         # Prompts of a batch run one after another; the engine still batches across requests.
         for pi, (ids, budget) in enumerate(zip(prompts, budgets, strict=True)):
             params = self._params(req, budget, req.stream)
-            async for out in self.engine.generate({"prompt_token_ids": ids}, params, f"{rid}-{pi}"):
+            outputs = self.engine.generate({"prompt_token_ids": ids}, params, f"{rid}-{pi}")
+            async for out in _closing(outputs):
                 choices = []
                 for o in out.outputs:
                     i = pi * n + o.index
@@ -278,6 +280,16 @@ class R1Engine:
 
     def shutdown(self) -> None:
         self.engine.shutdown()
+
+
+async def _closing(agen: Any) -> AsyncIterator[Any]:
+    """Iterate vLLM's generate() and close it as soon as we stop, whatever the reason: its
+    close handler aborts the engine request, and waiting for GC would keep decoding."""
+    try:
+        async for item in agen:
+            yield item
+    finally:
+        await agen.aclose()
 
 
 def adaptive_stream_interval(running: int) -> int:
