@@ -139,7 +139,7 @@ def wait_ready(url: str, timeout: float, proc: subprocess.Popen | None = None) -
     raise RuntimeError(f"{url} not ready after {timeout}s")
 
 
-def start_raw_vllm(model_dir: Path, port: int) -> subprocess.Popen:
+def start_raw_vllm(model_dir: Path, port: int, nice: int = RAY_WORKER_NICENESS) -> subprocess.Popen:
     cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model_dir), "--served-model-name", MODEL_ID,
@@ -183,6 +183,12 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--stream-interval", default="auto", help="ours: tokens per chunk, or auto")
+    ap.add_argument(
+        "--peer-nice",
+        type=int,
+        default=RAY_WORKER_NICENESS,
+        help="niceness of the vLLM peer (default: Ray's worker niceness, like ours)",
+    )
     args = ap.parse_args()
 
     from r1platform.models.tiny import ensure_tiny_model
@@ -191,7 +197,7 @@ def main() -> int:
     model_dir = ensure_tiny_model()
     questions = [r["question"] for r in arithmetic.build_split("test", args.requests, 0)]
     raw_port, our_port = free_port(), free_port()
-    raw = start_raw_vllm(model_dir, raw_port)
+    raw = start_raw_vllm(model_dir, raw_port, args.peer_nice)
     try:
         start_ours(our_port, args.stream_interval)
         wait_ready(f"http://127.0.0.1:{raw_port}/health", 300, raw)

@@ -295,12 +295,13 @@ async def _closing(agen: Any) -> AsyncIterator[Any]:
 def adaptive_stream_interval(running: int) -> int:
     """Tokens per streamed chunk for a request arriving while `running` are in flight.
 
-    Every chunk crosses two Ray hops (engine → ingress → proxy) whose CPU cost is per chunk,
-    not per token. Lightly loaded, each token goes out alone; under load a chunk carries about
-    one token per four concurrent requests (at most 8), so hop cost stops growing with
-    concurrency. vLLM always sends the first token at once, so TTFT is unaffected.
+    Every chunk crosses the replica → proxy hop, whose CPU cost is per chunk, not per token.
+    With one or two requests in flight each token goes out alone; under load a chunk carries
+    about one token per two concurrent requests (at most 8), so hop cost stops growing with
+    concurrency while a chunk still leaves every few engine steps (not on a 50 ms timer).
+    vLLM always sends the first token at once, so TTFT is unaffected.
     """
-    return max(1, min(8, (running + 1) // 4))
+    return max(1, min(8, (running + 1) // 2))
 
 
 def _usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int) -> dict[str, Any]:

@@ -90,4 +90,4 @@ def test_pool_pin_and_autoscaling_reach_serve_options():
 def test_stream_interval_is_one_token_when_idle_and_bounded_under_load():
     from r1platform.serving.engine import adaptive_stream_interval
 
-    assert [adaptive_stream_interval(n) for n in (0, 1, 2, 6, 7, 15, 1000)] == [1, 1, 1, 1, 2, 4, 8]
+    assert [adaptive_stream_interval(n) for n in (0, 1, 2, 3, 7, 15, 1000)] == [1, 1, 1, 2, 4, 8, 8]
