@@ -117,7 +117,7 @@ def plan_summary() -> dict[str, Any]:
 def grpo_args() -> list[str]:
     # The demo job trains on the borrowed H100 pool while serving keeps the L4 pool.
     extra = os.environ.get("R1P_DEMO_GRPO_ARGS", "").split()
-    return ["--accelerator_type", "H100", *extra]
+    return ["--accelerator_type", "H100", "--train_pool", "h100", "--rollout_pool", "h100", *extra]
 
 
 def main() -> int:
