@@ -81,8 +81,11 @@ class MetricsLoadSource:
             return [self.url]
         import ray
 
-        return [f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics"
-                for n in ray.nodes() if n.get("Alive") and n.get("MetricsExportPort")]
+        return [
+            f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics"
+            for n in ray.nodes()
+            if n.get("Alive") and n.get("MetricsExportPort")
+        ]
 
     def read(self) -> dict[str, DeploymentLoad]:
         merged: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
@@ -101,7 +104,8 @@ class MetricsLoadSource:
         for d, (total, ongoing, queued) in merged.items():
             rate = 0.0
             if self._prev is not None and now > self._prev[0]:
-                rate = max(total - self._prev[1].get(d, total), 0.0) / (now - self._prev[0])
+                # A series absent at the last read is new since then, so it started from 0.
+                rate = max(total - self._prev[1].get(d, 0.0), 0.0) / (now - self._prev[0])
             out[d] = DeploymentLoad(ongoing=ongoing, queued=queued, request_rate=rate)
         self._prev = (now, totals)
         return out
@@ -124,28 +128,41 @@ class RayServeActuator:
             cfg = app.get("deployed_app_config")
             if cfg:
                 apps.append(cfg)
-        return {**{k: v for k, v in details.items() if k in ("http_options", "proxy_location")},
-                "applications": apps}
+        return {
+            **{k: v for k, v in details.items() if k in ("http_options", "proxy_location")},
+            "applications": apps,
+        }
 
     def current_replicas(self) -> dict[tuple[str, str], int]:
+        """Live targets of every `D@P` deployment (whether the count came from code or config)."""
         out = {}
-        for app in self._config()["applications"]:
-            for dep in app.get("deployments", []):
-                d, p = parse_serve_name(dep["name"])
-                if p is not None and isinstance(dep.get("num_replicas"), int):
-                    out[(d, p)] = dep["num_replicas"]
+        for app in (self.client.get_serve_details().get("applications") or {}).values():
+            for name, dep in (app.get("deployments") or {}).items():
+                d, p = parse_serve_name(name)
+                target = dep.get("target_num_replicas")
+                if p is not None and isinstance(target, int):
+                    out[(d, p)] = target
         return out
 
     def set_replicas(self, deployment: str, pool: str, replicas: int) -> None:
-        cfg = self._config()
+        """Override num_replicas of `D@P` in its app's config (adding the override if the count
+        came from code) and PUT the whole config back, as a RayService update would."""
         name = serve_name(deployment, pool)
-        for app in cfg["applications"]:
-            for dep in app.get("deployments", []):
-                if dep["name"] == name:
-                    dep["num_replicas"] = int(replicas)
-                    dep.pop("autoscaling_config", None)  # the controller is the autoscaler
-                    self.client.deploy_applications(cfg)
-                    return
+        details = self.client.get_serve_details()
+        cfg = self._config()
+        for app_name, app in (details.get("applications") or {}).items():
+            if name not in (app.get("deployments") or {}):
+                continue
+            app_cfg = next(a for a in cfg["applications"] if a.get("name") == app_name)
+            deps = app_cfg.setdefault("deployments", [])
+            entry = next((d for d in deps if d.get("name") == name), None)
+            if entry is None:
+                entry = {"name": name}
+                deps.append(entry)
+            entry["num_replicas"] = int(replicas)
+            entry.pop("autoscaling_config", None)  # the controller is the autoscaler
+            self.client.deploy_applications(cfg)
+            return
         raise LookupError(f"Serve deployment {name!r} not found in any application")
 
 
@@ -154,8 +171,9 @@ class RayAutoscalerCapacity:
     """`ray.autoscaler.sdk.request_resources` with one bundle per node each pool should have;
     a label selector pins the bundle to the pool's worker group (KubeRay scales that group)."""
 
-    def __init__(self, gpus_per_node: Mapping[str, int], gpu_of: Mapping[str, str],
-                 virtual: bool = True) -> None:
+    def __init__(
+        self, gpus_per_node: Mapping[str, int], gpu_of: Mapping[str, str], virtual: bool = True
+    ) -> None:
         self.gpn, self.gpu_of, self.virtual = dict(gpus_per_node), dict(gpu_of), virtual
 
     def bundles(self, gpus_by_pool: Mapping[str, int]) -> tuple[list[dict], list[dict]]:
@@ -275,22 +293,33 @@ def live(address: str, metrics_url: str | None, dashboard: str = "http://127.0.0
 
     from .inventory import from_ray_live
 
-    ray.init(address=address, namespace=NAMESPACE, ignore_reinit_error=True,
-             logging_level="ERROR")
+    ray.init(address=address, namespace=NAMESPACE, ignore_reinit_error=True, logging_level="ERROR")
     pools = from_ray_live()
     virtual = not any("GPU" in (n.get("Resources") or {}) for n in ray.nodes())
-    cap = RayAutoscalerCapacity({p.name: p.gpus_per_node for p in pools},
-                                {p.name: p.gpu for p in pools}, virtual=virtual)
+    cap = RayAutoscalerCapacity(
+        {p.name: p.gpus_per_node for p in pools}, {p.name: p.gpu for p in pools}, virtual=virtual
+    )
     return MetricsLoadSource(metrics_url), RayServeActuator(dashboard), cap, RayActorTraining()
 
 
-def start_controller_actor(pools: Path, workloads: Path, cfg, *, address: str | None,
-                           metrics_url: str | None, record_path: Path | None) -> str:
+def start_controller_actor(
+    pools: Path,
+    workloads: Path,
+    cfg,
+    *,
+    address: str | None,
+    metrics_url: str | None,
+    record_path: Path | None,
+) -> str:
     """Run the loop as a detached Ray actor (survives the CLI; one per cluster)."""
     import ray
 
-    ray.init(address=address or "auto", namespace=NAMESPACE, ignore_reinit_error=True,
-             logging_level="ERROR")
+    ray.init(
+        address=address or "auto",
+        namespace=NAMESPACE,
+        ignore_reinit_error=True,
+        logging_level="ERROR",
+    )
     pools_text, wl_text = Path(pools).read_text(), Path(workloads).read_text()
 
     @ray.remote(num_cpus=0)
@@ -308,13 +337,13 @@ def start_controller_actor(pools: Path, workloads: Path, cfg, *, address: str | 
             fleet = load_fleet(d / "pools.yaml")
             wl = load_workloads(d / "workloads.yaml", fleet.catalog)
             parts = live("auto", metrics_url)
-            self.ctl = Controller(fleet, wl, *parts, cfg,
-                                  record_path=str(record_path) if record_path else None)
+            self.ctl = Controller(
+                fleet, wl, *parts, cfg, record_path=str(record_path) if record_path else None
+            )
 
         def run(self) -> None:
             self.ctl.run()
 
-    a = ControllerActor.options(name=ACTOR_NAME, lifetime="detached",
-                                get_if_exists=True).remote()
+    a = ControllerActor.options(name=ACTOR_NAME, lifetime="detached", get_if_exists=True).remote()
     a.run.remote()
     return ACTOR_NAME
