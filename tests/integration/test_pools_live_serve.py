@@ -84,3 +84,60 @@ def test_serve_actuator_scales_model_at_pool(live_app):
         time.sleep(2)
     assert act.current_replicas() == {("tiny-r1", "l4"): 2}
     _chat(live_app["base"])
+
+
+def test_controller_scales_serving_on_a_live_burst_and_traces_it(live_app, tmp_path):
+    """One reconcile cycle against the live app: measured load → plan → Serve replicas, with
+    the decision in the record and as pools.reconcile > pools.scale spans."""
+    from r1platform import telemetry
+    from r1platform.pools.actuators import (
+        MemoryCapacity,
+        MemoryTraining,
+        MetricsLoadSource,
+        RayServeActuator,
+    )
+    from r1platform.pools.controller import Controller, ControllerConfig
+    from r1platform.pools.models import load_fleet
+    from r1platform.pools.workloads import load_workloads
+
+    spans = telemetry.in_memory_exporter()
+    (tmp_path / "pools.yaml").write_text(
+        "pools:\n  - {name: l4, gpu: L4, nodes: 1, gpus_per_node: 4, min_nodes: 1, max_nodes: 1}\n"
+    )
+    # A measured 3 rps per CPU-run replica: far below the L4 roofline, so a burst needs more.
+    (tmp_path / "workloads.yaml").write_text(
+        "serving:\n  - {name: tiny-r1, model: tiny-r1, request_rate: 0.1, avg_input_tokens: 10,\n"
+        "     avg_output_tokens: 8, slo: {ttft_p99_s: 1.0, tpot_p99_s: 0.1},\n"
+        "     replica_rps: {L4: 3.0}}\n"
+    )
+    fleet = load_fleet(tmp_path / "pools.yaml")
+    act = RayServeActuator(live_app["dashboard"])
+    act.set_replicas("tiny-r1", "l4", 1)
+    ctl = Controller(
+        fleet,
+        load_workloads(tmp_path / "workloads.yaml", fleet.catalog),
+        MetricsLoadSource(url=f"{live_app['base']}/metrics"),
+        act,
+        MemoryCapacity(),
+        MemoryTraining(),
+        ControllerConfig(interval_s=1, lookahead_s=0),
+        record_path=str(tmp_path / "decisions.jsonl"),
+    )
+    ctl.step()  # baseline read
+    t0 = time.monotonic()
+    for i in range(12):  # a paced burst of ~4 requests/s
+        _chat(live_app["base"])
+        time.sleep(max(0.0, t0 + (i + 1) * 0.25 - time.monotonic()))
+    decisions = ctl.step()
+    scale = [d for d in decisions if d.kind == "scale" and d.target == "tiny-r1"]
+    assert scale and scale[0].pool == "l4" and scale[0].before == 1 and scale[0].after >= 2
+    deadline = time.monotonic() + 120  # Serve applies a PUT config asynchronously
+    while act.current_replicas()[("tiny-r1", "l4")] != scale[0].after:
+        assert time.monotonic() < deadline, "Serve never took the controller's replica target"
+        time.sleep(1)
+    names = [s.name for s in spans.get_finished_spans()]
+    assert {"pools.reconcile", "pools.plan", "pools.scale"} <= set(names)
+    sc = next(s for s in spans.get_finished_spans() if s.name == "pools.scale")
+    assert sc.attributes["deployment"] == "tiny-r1" and sc.attributes["before"] == 1
+    assert sc.attributes["cost_per_hour_after"] > sc.attributes["cost_per_hour_before"]
+    assert (tmp_path / "decisions.jsonl").read_text().count('"scale"') >= 1
