@@ -16,8 +16,15 @@ def ray_with_virtual_pool():
     if ray.is_initialized():
         ray.shutdown()
     # address="local": always a fresh private cluster, never a running `r1p up` one.
-    ray.init(address="local", num_cpus=1, num_gpus=0, resources=node_resources(pool), labels=node_labels(pool),
-             include_dashboard=False, logging_level="ERROR")
+    ray.init(
+        address="local",
+        num_cpus=1,
+        num_gpus=0,
+        resources=node_resources(pool),
+        labels=node_labels(pool),
+        include_dashboard=False,
+        logging_level="ERROR",
+    )
     yield pool
     ray.shutdown()
 

@@ -41,7 +41,7 @@ def _key(name: str) -> str:
     key = re.sub(r"[^A-Z0-9]", "", name.upper())
     for prefix in ("NVIDIA", "TESLA"):
         if key.startswith(prefix) and key != prefix:
-            key = key[len(prefix):]
+            key = key[len(prefix) :]
     return key
 
 
@@ -71,9 +71,7 @@ class Catalog:
         """Canonical name for `raw`, or None. `memory_gb` disambiguates e.g. bare "A100"."""
         key = _key(raw)
         if memory_gb is not None:
-            family = [
-                t for t in self._types.values() if _key(t.name).startswith(key) and key
-            ]
+            family = [t for t in self._types.values() if _key(t.name).startswith(key) and key]
             if len(family) > 1:
                 best = min(family, key=lambda t: abs(t.memory_gb - memory_gb))
                 return best.name
@@ -82,7 +80,7 @@ class Catalog:
         # Unlisted product strings such as "NVIDIA-A100-SXM4-80GB-MIG": take the longest alias
         # that is a prefix and ends where a word would ("H1000" is not an H100, "H200" not an H20).
         best_alias = max(
-            (a for a in self._alias if key.startswith(a) and not key[len(a):][:1].isdigit()),
+            (a for a in self._alias if key.startswith(a) and not key[len(a) :][:1].isdigit()),
             key=len,
             default=None,
         )
@@ -91,9 +89,7 @@ class Catalog:
     def resolve(self, raw: str, memory_gb: float | None = None) -> str:
         name = self.try_resolve(raw, memory_gb)
         if name is None:
-            raise UnknownGpuError(
-                f"unknown GPU type {raw!r}; known: {', '.join(self.names())}"
-            )
+            raise UnknownGpuError(f"unknown GPU type {raw!r}; known: {', '.join(self.names())}")
         return name
 
     def with_overrides(self, overrides: Mapping[str, Mapping[str, Any]] | None) -> Catalog:

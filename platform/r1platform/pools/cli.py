@@ -77,8 +77,9 @@ def control_cmd(
     once: Annotated[bool, typer.Option(help="Run one cycle and exit.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Plan and record, act on nothing.")] = False,
     address: Annotated[str | None, typer.Option(help="Ray address (live mode).")] = None,
-    metrics_url: Annotated[str | None, typer.Option(help="Prometheus text endpoint with "
-                                                    "Ray Serve metrics.")] = None,
+    metrics_url: Annotated[
+        str | None, typer.Option(help="Prometheus text endpoint with Ray Serve metrics.")
+    ] = None,
     actor: Annotated[bool, typer.Option(help="Run the loop as a detached Ray actor.")] = False,
     decisions_file: Annotated[Path | None, typer.Option("--decisions-file")] = None,
 ) -> None:
@@ -93,9 +94,14 @@ def control_cmd(
         wl = load_workloads(workloads, fleet.catalog)
         cfg = ControllerConfig(interval_s=interval)
         if actor:
-            name = actuators.start_controller_actor(pools, workloads, cfg, address=address,
-                                                    metrics_url=metrics_url,
-                                                    record_path=decisions_file)
+            name = actuators.start_controller_actor(
+                pools,
+                workloads,
+                cfg,
+                address=address,
+                metrics_url=metrics_url,
+                record_path=decisions_file,
+            )
             out.print(f"controller actor {name!r} started (interval {interval:g}s)")
             return
         if dry_run or address is None:
@@ -104,8 +110,14 @@ def control_cmd(
         else:
             parts = actuators.live(address, metrics_url)
             dry = False
-        ctl = Controller(fleet, wl, *parts, cfg, dry_run=dry,
-                         record_path=str(decisions_file) if decisions_file else None)
+        ctl = Controller(
+            fleet,
+            wl,
+            *parts,
+            cfg,
+            dry_run=dry,
+            record_path=str(decisions_file) if decisions_file else None,
+        )
         if once:
             ds = ctl.step()
             p = ctl.last_plan

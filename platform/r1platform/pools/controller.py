@@ -192,8 +192,17 @@ def decide(
         if after < before:
             if now - mem.last_up.get(d, -1e18) < cfg.down_cooldown_s:
                 continue
-            actions.append(Action("scale", d, q, gpu_of.get(q, "?"), before, after,
-                                  f"demand {mem.rates.get(d, 0):.2f} rps needs fewer replicas"))
+            actions.append(
+                Action(
+                    "scale",
+                    d,
+                    q,
+                    gpu_of.get(q, "?"),
+                    before,
+                    after,
+                    f"demand {mem.rates.get(d, 0):.2f} rps needs fewer replicas",
+                )
+            )
             used[q] -= (before - after) * per_replica.get((d, q), 1)
     # 2. Reclaim only what serving's scale-ups in a pool lack, lowest priority job first; a job
     #    left below its minimum is suspended (after its checkpoint) rather than crippled.
@@ -207,12 +216,18 @@ def decide(
         short = need[q] - (cap[q] - used[q])
         if short > 0:
             # Take the reserve back too, so the next small rise needs no second reclaim.
-            serving_q = sum(n * per_replica.get((d, pq), 1) for (d, pq), n in want_s.items()
-                            if pq == q)
+            serving_q = sum(
+                n * per_replica.get((d, pq), 1) for (d, pq), n in want_s.items() if pq == q
+            )
             short += math.ceil(cfg.lend_reserve * serving_q)
-        holders = sorted((j for j, g in training_now.items() if g > 0 and
-                          (mem.job_pool.get(j) or job_pool_plan.get(j)) == q),
-                         key=lambda j: (prio.get(j, 0), j))
+        holders = sorted(
+            (
+                j
+                for j, g in training_now.items()
+                if g > 0 and (mem.job_pool.get(j) or job_pool_plan.get(j)) == q
+            ),
+            key=lambda j: (prio.get(j, 0), j),
+        )
         for job in holders:
             if short <= 0:
                 break
@@ -224,9 +239,17 @@ def decide(
             if after < (mins or {}).get(job, 1):
                 after = 0
             short -= before - after
-            actions.append(Action("reclaim", job, q, gpu_of.get(q, "?"), before, after,
-                                  f"serving needs {need[q]} GPUs in {q}; checkpoint then "
-                                  "release"))
+            actions.append(
+                Action(
+                    "reclaim",
+                    job,
+                    q,
+                    gpu_of.get(q, "?"),
+                    before,
+                    after,
+                    f"serving needs {need[q]} GPUs in {q}; checkpoint then release",
+                )
+            )
     # 3. Serving scale-ups, limited to GPUs free now (reclaimed GPUs arrive next cycle).
     for d, q in keys:
         before, after = serving_now.get((d, q), 0), want_s.get((d, q), 0)
@@ -251,13 +274,15 @@ def decide(
             continue
         if now - mem.last_reclaim.get(job, -1e18) < cfg.lend_cooldown_s:
             continue
-        serving_q = sum(n * per_replica.get((d, pq), 1) for (d, pq), n in want_s.items()
-                        if pq == q)
+        serving_q = sum(n * per_replica.get((d, pq), 1) for (d, pq), n in want_s.items() if pq == q)
         reserve = math.ceil(cfg.lend_reserve * serving_q)
         grant = min(after, before + max(cap[q] - used[q] - reserve, 0))
         if grant >= max(before + 1, (mins or {}).get(job, 1)):
-            actions.append(Action("lend", job, q, gpu_of[q], before, grant,
-                                  "idle serving GPUs lent to training"))
+            actions.append(
+                Action(
+                    "lend", job, q, gpu_of[q], before, grant, "idle serving GPUs lent to training"
+                )
+            )
             used[q] += grant - before
     return actions
 
@@ -307,8 +332,9 @@ class Controller:
         with self.tracer.start_as_current_span("pools.reconcile") as root:
             loads = self.load.read()
             serving_now = self.serve.current_replicas()
-            training_now = {j.name: self.training.current_gpus(j.name)
-                            for j in self.workloads.training}
+            training_now = {
+                j.name: self.training.current_gpus(j.name) for j in self.workloads.training
+            }
             for job, pending in list(self.mem.pending_shrink.items()):
                 if training_now.get(job, 0) <= pending:
                     del self.mem.pending_shrink[job]  # the job checkpointed and released
@@ -317,8 +343,11 @@ class Controller:
             rates = target_rates(loads, self.mem, now, self.cfg, defaults)
             # Keep running replicas in place unless this deployment's target fell: scale-ups
             # add capacity where it is cheapest, and only scale-downs re-pack the placement.
-            keep = {k: n for k, n in serving_now.items()
-                    if rates.get(k[0], 0.0) >= prev_rates.get(k[0], 0.0)}
+            keep = {
+                k: n
+                for k, n in serving_now.items()
+                if rates.get(k[0], 0.0) >= prev_rates.get(k[0], 0.0)
+            }
             job_pools = {j: q for j, q in self.mem.job_pool.items() if training_now.get(j, 0)}
             self.mem.seen = {k: (now, v.request_rate) for k, v in loads.items()}
             for name, r in rates.items():
@@ -328,36 +357,52 @@ class Controller:
 
             with self.tracer.start_as_current_span("pools.plan") as ps:
                 try:
-                    pinned = {k: v for k, v in self.mem.layout.items()
-                              if serving_now.get(k, 0) > 0}
+                    pinned = {k: v for k, v in self.mem.layout.items() if serving_now.get(k, 0) > 0}
                     try:
                         p = self._plan(fleet, rates, pinned, keep, job_pools, training_now, ps)
                     except InfeasibleError:
                         # Headroom and lookahead are wishes; the measured load is the need.
                         raw = {k: v.request_rate for k, v in loads.items() if k in rates}
-                        p = plan(fleet, self.workloads, rates={**rates, **raw}, pinned=pinned,
-                                 job_pools=job_pools, time_limit_s=self.cfg.plan_time_limit_s,
-                                 mip_gap=self.cfg.mip_gap)
+                        p = plan(
+                            fleet,
+                            self.workloads,
+                            rates={**rates, **raw},
+                            pinned=pinned,
+                            job_pools=job_pools,
+                            time_limit_s=self.cfg.plan_time_limit_s,
+                            mip_gap=self.cfg.mip_gap,
+                        )
                         set_attributes(ps, {"degraded": "planned for measured load only"})
                 except PoolsError as e:
                     set_attributes(ps, {"feasible": False, "reason": str(e)})
                     set_attributes(root, {"cycle": self.mem.cycle, "error": str(e)})
-                    d = self._decision("plan", "fleet", None, None, 0, 0, str(e), None, None,
-                                       root)
+                    d = self._decision("plan", "fleet", None, None, 0, 0, str(e), None, None, root)
                     self._write([d])
                     return [d]
-                set_attributes(ps, {
-                    "feasible": True, "method": p.solver.get("method", ""),
-                    "solve_s": float(p.solver.get("time_s", 0.0)),
-                    "cost_per_hour_after": p.cost_per_hour,
-                    "rates": ",".join(f"{k}={v:.3f}" for k, v in sorted(rates.items())),
-                })
+                set_attributes(
+                    ps,
+                    {
+                        "feasible": True,
+                        "method": p.solver.get("method", ""),
+                        "solve_s": float(p.solver.get("time_s", 0.0)),
+                        "cost_per_hour_after": p.cost_per_hour,
+                        "rates": ",".join(f"{k}={v:.3f}" for k, v in sorted(rates.items())),
+                    },
+                )
             self.last_plan = p
             cost_before = serving_cost(p, serving_now)
             jobs = self.workloads.training
-            actions = decide(fleet, p, serving_now, training_now, self.mem, now, self.cfg,
-                             {j.name: j.priority for j in jobs},
-                             {j.name: max(j.gpus.min, 1) for j in jobs})
+            actions = decide(
+                fleet,
+                p,
+                serving_now,
+                training_now,
+                self.mem,
+                now,
+                self.cfg,
+                {j.name: j.priority for j in jobs},
+                {j.name: max(j.gpus.min, 1) for j in jobs},
+            )
             for s_ in p.serving:
                 self.mem.layout.setdefault((s_.deployment, s_.pool), (s_.tp, s_.pp))
 
@@ -368,32 +413,60 @@ class Controller:
             cost_after = serving_cost(p, after)
             out = []
             for a in actions:
-                span = {"scale": "pools.scale", "reclaim": "pools.reclaim",
-                        "lend": "pools.lend"}[a.kind]
+                span = {"scale": "pools.scale", "reclaim": "pools.reclaim", "lend": "pools.lend"}[
+                    a.kind
+                ]
                 with self.tracer.start_as_current_span(span) as s:
                     attrs = {
-                        "pool": a.pool, "gpu": a.gpu,
+                        "pool": a.pool,
+                        "gpu": a.gpu,
                         ("deployment" if a.kind == "scale" else "job"): a.target,
-                        "before": a.before, "after": a.after, "reason": a.reason,
-                        "cost_per_hour_before": cost_before, "cost_per_hour_after": cost_after,
+                        "before": a.before,
+                        "after": a.after,
+                        "reason": a.reason,
+                        "cost_per_hour_before": cost_before,
+                        "cost_per_hour_after": cost_after,
                         "dry_run": self.dry_run,
                     }
                     set_attributes(s, attrs)
                     self._apply(a, now)
-                    out.append(self._decision(a.kind, a.target, a.pool, a.gpu, a.before,
-                                              a.after, a.reason, cost_before, cost_after, s))
+                    out.append(
+                        self._decision(
+                            a.kind,
+                            a.target,
+                            a.pool,
+                            a.gpu,
+                            a.before,
+                            a.after,
+                            a.reason,
+                            cost_before,
+                            cost_after,
+                            s,
+                        )
+                    )
             self._request_capacity(fleet, p)
-            set_attributes(root, {
-                "cycle": self.mem.cycle, "actions": len(out),
-                "cost_per_hour_before": cost_before, "cost_per_hour_after": cost_after,
-                "plan_cost_per_hour": p.cost_per_hour,
-            })
+            set_attributes(
+                root,
+                {
+                    "cycle": self.mem.cycle,
+                    "actions": len(out),
+                    "cost_per_hour_before": cost_before,
+                    "cost_per_hour_after": cost_after,
+                    "plan_cost_per_hour": p.cost_per_hour,
+                },
+            )
             self._write(out)
             return out
 
     def _plan(self, fleet, rates, pinned, keep, job_pools, training_now, span) -> Plan:
-        kw = dict(rates=rates, pinned=pinned, keep=keep, job_pools=job_pools,
-                  time_limit_s=self.cfg.plan_time_limit_s, mip_gap=self.cfg.mip_gap)
+        kw = dict(
+            rates=rates,
+            pinned=pinned,
+            keep=keep,
+            job_pools=job_pools,
+            time_limit_s=self.cfg.plan_time_limit_s,
+            mip_gap=self.cfg.mip_gap,
+        )
         full = plan(fleet, self.workloads, **kw)
         held: dict[str, int] = defaultdict(int)
         for job, g in training_now.items():
@@ -408,9 +481,13 @@ class Controller:
             set_attributes(span, {"reclaim_needed": True})
             return full
         if free.cost_per_hour <= full.cost_per_hour * (1 + self.cfg.reclaim_tolerance) + 1e-9:
-            set_attributes(span, {"reclaim_avoided": True,
-                                  "reclaim_saving_per_hour": full.cost_per_hour
-                                  - free.cost_per_hour})
+            set_attributes(
+                span,
+                {
+                    "reclaim_avoided": True,
+                    "reclaim_saving_per_hour": full.cost_per_hour - free.cost_per_hour,
+                },
+            )
             return free
         return full
 
@@ -439,9 +516,18 @@ class Controller:
     def _decision(self, kind, target, pool, gpu, before, after, reason, cb, ca, span):
         ctx = span.get_span_context()
         return rec.Decision(
-            ts=self.clock(), cycle=self.mem.cycle, kind=kind, target=target, pool=pool, gpu=gpu,
-            before=before, after=after, reason=reason, cost_per_hour_before=cb,
-            cost_per_hour_after=ca, applied=not self.dry_run,
+            ts=self.clock(),
+            cycle=self.mem.cycle,
+            kind=kind,
+            target=target,
+            pool=pool,
+            gpu=gpu,
+            before=before,
+            after=after,
+            reason=reason,
+            cost_per_hour_before=cb,
+            cost_per_hour_after=ca,
+            applied=not self.dry_run,
             trace_id=f"{ctx.trace_id:032x}" if ctx and ctx.trace_id else None,
         )
 
@@ -449,8 +535,13 @@ class Controller:
         if self.record:
             rec.append(ds, self.record_path)
 
-    def run(self, *, once: bool = False, max_cycles: int | None = None,
-            sleep: Callable[[float], None] = time.sleep) -> None:
+    def run(
+        self,
+        *,
+        once: bool = False,
+        max_cycles: int | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         n = 0
         while True:
             started = time.monotonic()

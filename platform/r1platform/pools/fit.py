@@ -39,68 +39,127 @@ BUILTIN_CONFIGS: dict[str, dict[str, Any]] = {
     # deepseek-ai/DeepSeek-R1 (same architecture as DeepSeek-V3): 671B total, 37B active,
     # FP8 block-quantised weights, MLA with kv_lora_rank 512 + qk_rope_head_dim 64.
     "deepseek-r1": {
-        "model_type": "deepseek_v3", "hidden_size": 7168, "num_hidden_layers": 61,
-        "num_attention_heads": 128, "num_key_value_heads": 128, "intermediate_size": 18432,
-        "moe_intermediate_size": 2048, "n_routed_experts": 256, "n_shared_experts": 1,
-        "num_experts_per_tok": 8, "first_k_dense_replace": 3, "q_lora_rank": 1536,
-        "kv_lora_rank": 512, "qk_rope_head_dim": 64, "qk_nope_head_dim": 128,
-        "v_head_dim": 128, "vocab_size": 129280, "tie_word_embeddings": False,
-        "max_position_embeddings": 163840, "torch_dtype": "bfloat16",
+        "model_type": "deepseek_v3",
+        "hidden_size": 7168,
+        "num_hidden_layers": 61,
+        "num_attention_heads": 128,
+        "num_key_value_heads": 128,
+        "intermediate_size": 18432,
+        "moe_intermediate_size": 2048,
+        "n_routed_experts": 256,
+        "n_shared_experts": 1,
+        "num_experts_per_tok": 8,
+        "first_k_dense_replace": 3,
+        "q_lora_rank": 1536,
+        "kv_lora_rank": 512,
+        "qk_rope_head_dim": 64,
+        "qk_nope_head_dim": 128,
+        "v_head_dim": 128,
+        "vocab_size": 129280,
+        "tie_word_embeddings": False,
+        "max_position_embeddings": 163840,
+        "torch_dtype": "bfloat16",
         "quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128]},
     },
     # deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B (Qwen2.5-Math-1.5B base)
     "r1-distill-qwen-1.5b": {
-        "model_type": "qwen2", "hidden_size": 1536, "num_hidden_layers": 28,
-        "num_attention_heads": 12, "num_key_value_heads": 2, "intermediate_size": 8960,
-        "vocab_size": 151936, "tie_word_embeddings": False,
-        "max_position_embeddings": 131072, "torch_dtype": "bfloat16",
+        "model_type": "qwen2",
+        "hidden_size": 1536,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 12,
+        "num_key_value_heads": 2,
+        "intermediate_size": 8960,
+        "vocab_size": 151936,
+        "tie_word_embeddings": False,
+        "max_position_embeddings": 131072,
+        "torch_dtype": "bfloat16",
     },
     # deepseek-ai/DeepSeek-R1-Distill-Qwen-7B (Qwen2.5-Math-7B base)
     "r1-distill-qwen-7b": {
-        "model_type": "qwen2", "hidden_size": 3584, "num_hidden_layers": 28,
-        "num_attention_heads": 28, "num_key_value_heads": 4, "intermediate_size": 18944,
-        "vocab_size": 152064, "tie_word_embeddings": False,
-        "max_position_embeddings": 131072, "torch_dtype": "bfloat16",
+        "model_type": "qwen2",
+        "hidden_size": 3584,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+        "intermediate_size": 18944,
+        "vocab_size": 152064,
+        "tie_word_embeddings": False,
+        "max_position_embeddings": 131072,
+        "torch_dtype": "bfloat16",
     },
     # deepseek-ai/DeepSeek-R1-Distill-Qwen-14B (Qwen2.5-14B base)
     "r1-distill-qwen-14b": {
-        "model_type": "qwen2", "hidden_size": 5120, "num_hidden_layers": 48,
-        "num_attention_heads": 40, "num_key_value_heads": 8, "intermediate_size": 13824,
-        "vocab_size": 152064, "tie_word_embeddings": False,
-        "max_position_embeddings": 131072, "torch_dtype": "bfloat16",
+        "model_type": "qwen2",
+        "hidden_size": 5120,
+        "num_hidden_layers": 48,
+        "num_attention_heads": 40,
+        "num_key_value_heads": 8,
+        "intermediate_size": 13824,
+        "vocab_size": 152064,
+        "tie_word_embeddings": False,
+        "max_position_embeddings": 131072,
+        "torch_dtype": "bfloat16",
     },
     # deepseek-ai/DeepSeek-R1-Distill-Qwen-32B (Qwen2.5-32B base)
     "r1-distill-qwen-32b": {
-        "model_type": "qwen2", "hidden_size": 5120, "num_hidden_layers": 64,
-        "num_attention_heads": 40, "num_key_value_heads": 8, "intermediate_size": 27648,
-        "vocab_size": 152064, "tie_word_embeddings": False,
-        "max_position_embeddings": 131072, "torch_dtype": "bfloat16",
+        "model_type": "qwen2",
+        "hidden_size": 5120,
+        "num_hidden_layers": 64,
+        "num_attention_heads": 40,
+        "num_key_value_heads": 8,
+        "intermediate_size": 27648,
+        "vocab_size": 152064,
+        "tie_word_embeddings": False,
+        "max_position_embeddings": 131072,
+        "torch_dtype": "bfloat16",
     },
     # deepseek-ai/DeepSeek-R1-Distill-Llama-8B (Llama-3.1-8B base)
     "r1-distill-llama-8b": {
-        "model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 32,
-        "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 14336,
-        "vocab_size": 128256, "tie_word_embeddings": False,
-        "max_position_embeddings": 131072, "torch_dtype": "bfloat16",
+        "model_type": "llama",
+        "hidden_size": 4096,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "intermediate_size": 14336,
+        "vocab_size": 128256,
+        "tie_word_embeddings": False,
+        "max_position_embeddings": 131072,
+        "torch_dtype": "bfloat16",
     },
     # deepseek-ai/DeepSeek-R1-Distill-Llama-70B (Llama-3.3-70B-Instruct base)
     "r1-distill-llama-70b": {
-        "model_type": "llama", "hidden_size": 8192, "num_hidden_layers": 80,
-        "num_attention_heads": 64, "num_key_value_heads": 8, "intermediate_size": 28672,
-        "vocab_size": 128256, "tie_word_embeddings": False,
-        "max_position_embeddings": 131072, "torch_dtype": "bfloat16",
+        "model_type": "llama",
+        "hidden_size": 8192,
+        "num_hidden_layers": 80,
+        "num_attention_heads": 64,
+        "num_key_value_heads": 8,
+        "intermediate_size": 28672,
+        "vocab_size": 128256,
+        "tie_word_embeddings": False,
+        "max_position_embeddings": 131072,
+        "torch_dtype": "bfloat16",
     },
     # The platform's tiny model as r1platform.models.tiny builds it (Qwen2, char vocab ~100).
     "tiny-r1": {
-        "model_type": "qwen2", "hidden_size": 128, "num_hidden_layers": 2,
-        "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 64,
-        "intermediate_size": 512, "vocab_size": 128, "tie_word_embeddings": True,
-        "max_position_embeddings": 512, "torch_dtype": "float32",
+        "model_type": "qwen2",
+        "hidden_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 2,
+        "head_dim": 64,
+        "intermediate_size": 512,
+        "vocab_size": 128,
+        "tie_word_embeddings": True,
+        "max_position_embeddings": 512,
+        "torch_dtype": "float32",
     },
 }
 ALIASES = {
-    "deepseek-v3": "deepseek-r1", "r1": "deepseek-r1", "r1-671b": "deepseek-r1",
-    "deepseek-ai/deepseek-r1": "deepseek-r1", "deepseek-ai/deepseek-v3": "deepseek-r1",
+    "deepseek-v3": "deepseek-r1",
+    "r1": "deepseek-r1",
+    "r1-671b": "deepseek-r1",
+    "deepseek-ai/deepseek-r1": "deepseek-r1",
+    "deepseek-ai/deepseek-v3": "deepseek-r1",
     "tiny": "tiny-r1",
 }
 
@@ -158,8 +217,12 @@ def _spec(cfg: Mapping[str, Any], name: str) -> ModelSpec:
         shared = cfg.get("n_shared_experts", 0) * expert
         gate = h * experts
         routed = n_moe * experts * expert
-        linear = (attn * layers + n_dense * _dense_mlp(h, cfg["intermediate_size"])
-                  + n_moe * (shared + gate) + routed)
+        linear = (
+            attn * layers
+            + n_dense * _dense_mlp(h, cfg["intermediate_size"])
+            + n_moe * (shared + gate)
+            + routed
+        )
         active_linear = linear - routed + n_moe * topk * expert
         # MLA caches the compressed latent plus the shared RoPE key: (kv_lora_rank +
         # qk_rope_head_dim) values per layer per token (DeepSeek-V2 paper, sec. 2.1).
@@ -259,8 +322,10 @@ def fit_on(spec: ModelSpec, tp: int, pp: int, gpu: GpuType, kv_tokens_needed: in
 def tp_choices(gpus_per_node: int, spec: ModelSpec | None = None) -> list[int]:
     """TP sizes that divide a node evenly (so replicas pack exactly) and the head count."""
     return [
-        t for t in TP_CHOICES
-        if t <= gpus_per_node and gpus_per_node % t == 0
+        t
+        for t in TP_CHOICES
+        if t <= gpus_per_node
+        and gpus_per_node % t == 0
         and (spec is None or spec.attention_heads % t == 0)
     ]
 
@@ -332,7 +397,7 @@ def decode_step_s(spec: ModelSpec, gpu: GpuType, fit: Fit, batch: int, ctx: floa
     """
     micro = max(batch / fit.pp, 1.0)
     bw = gpu.hbm_bandwidth_gbs * 1e9 * BW_EFFICIENCY
-    mem = (_weights_read(spec, micro) / fit.gpus + micro * ctx * fit.kv_bytes_per_token_per_gpu)
+    mem = _weights_read(spec, micro) / fit.gpus + micro * ctx * fit.kv_bytes_per_token_per_gpu
     flops = gpu.bf16_tflops * 1e12 * FLOPS_EFFICIENCY
     compute = 2 * spec.active_params * micro / fit.gpus / flops
     comm = 0.0

@@ -106,11 +106,17 @@ class Plan:
             s["cost_per_hour"] = round(s["cost_per_hour"], 6)
         d["options"] = [
             {
-                "deployment": o.deployment, "pool": o.pool, "gpu": o.gpu, "tp": o.tp, "pp": o.pp,
+                "deployment": o.deployment,
+                "pool": o.pool,
+                "gpu": o.gpu,
+                "tp": o.tp,
+                "pp": o.pp,
                 "gpus_per_replica": o.gpus_per_replica,
                 "replica_capacity_rps": round(o.replica_capacity_rps, 6),
                 "replica_cost_per_hour": round(o.replica_cost_per_hour, 6),
-                "batch": o.batch, "tpot_s": round(o.tpot_s, 6), "prefill_s": round(o.prefill_s, 6),
+                "batch": o.batch,
+                "tpot_s": round(o.tpot_s, 6),
+                "prefill_s": round(o.prefill_s, 6),
                 "source": o.source,
             }
             for o in self.options
@@ -147,16 +153,33 @@ def build_options(
                 if f.gpus > pool.gpus_capacity:
                     continue
                 t = fitmod.estimate(
-                    spec, gpu, f, w.avg_input_tokens, w.avg_output_tokens, w.slo.slo(),
+                    spec,
+                    gpu,
+                    f,
+                    w.avg_input_tokens,
+                    w.avg_output_tokens,
+                    w.slo.slo(),
                     profiles.get((spec.name, gpu.name, f.tp, f.pp))
                     or (w.replica_rps or {}).get(pool.gpu),
                 )
                 if t is None or t.capacity_rps <= 0:
                     continue
-                out.append(Option(
-                    w.name, pool.name, pool.gpu, f.tp, f.pp, f.gpus, t.capacity_rps,
-                    price * f.gpus, t.batch, t.tpot_s, t.prefill_s, t.source,
-                ))
+                out.append(
+                    Option(
+                        w.name,
+                        pool.name,
+                        pool.gpu,
+                        f.tp,
+                        f.pp,
+                        f.gpus,
+                        t.capacity_rps,
+                        price * f.gpus,
+                        t.batch,
+                        t.tpot_s,
+                        t.prefill_s,
+                        t.source,
+                    )
+                )
     return out
 
 
@@ -185,8 +208,9 @@ def prune(options: Sequence[Option]) -> list[Option]:
 _JOB_POOLS: ContextVar[dict[str, str] | None] = ContextVar("_JOB_POOLS", default=None)
 
 
-def _with_floors(options: list[Option], all_options: Sequence[Option],
-                 keep: Mapping[tuple[str, str], int]) -> list[Option]:
+def _with_floors(
+    options: list[Option], all_options: Sequence[Option], keep: Mapping[tuple[str, str], int]
+) -> list[Option]:
     """Make sure each kept (deployment, pool) has its option in the model (pruning may have
     dropped that layout) and record the floor on it."""
     out = list(options)
@@ -251,7 +275,8 @@ class _Model:
         hi = np.array([x[2] for x in self.rows])
         cons = [LinearConstraint(a, lo, hi)] if self.rows else []
         return milp(
-            c, integrality=np.ones(n) if integral else np.zeros(n),
+            c,
+            integrality=np.ones(n) if integral else np.zeros(n),
             bounds=Bounds(np.array(self.lb), np.array(self.ub)),
             constraints=cons,
             options={"time_limit": max(time_limit, 0.05), "mip_rel_gap": gap, "presolve": True},
@@ -293,8 +318,11 @@ def plan(
     all_options = build_options(fleet, serving, profiles)
     if pinned:
         # Running replicas keep their TP x PP: changing it means replacing every replica.
-        all_options = [o for o in all_options if pinned.get((o.deployment, o.pool), (o.tp, o.pp))
-                       == (o.tp, o.pp)]
+        all_options = [
+            o
+            for o in all_options
+            if pinned.get((o.deployment, o.pool), (o.tp, o.pp)) == (o.tp, o.pp)
+        ]
     _check_every_deployment_has_options(fleet, serving, all_options)
     # Small models are solved over every option, exactly; pruning only pays at scale.
     big = len(all_options) > EXACT_MAX_OPTIONS and not exact
@@ -312,8 +340,9 @@ def plan(
     x: np.ndarray | None = None
     if method == "ilp":
         trainable = {p.name for j in workloads.training for p in _training_pools(j, fleet)}
-        x, status, info = _solve_serving(fleet, active, options, deadline, mip_gap, trainable,
-                                         anchor=big)
+        x, status, info = _solve_serving(
+            fleet, active, options, deadline, mip_gap, trainable, anchor=big
+        )
         solver["serving_status"] = status
         solver.update({k: round(v, 6) for k, v in info.items()})
         if x is None and status == "infeasible":
@@ -412,8 +441,12 @@ def _solve_serving(fleet, active, options, deadline, gap, trainable=frozenset(),
     m, xs, _, _ = _serving_model(fleet, active, options)
     # Tie-break among equal-cost placements: prefer GPUs no training job can use. The weight
     # (1e-6 $/h per GPU) is below any price difference, so it never changes the cost optimum.
-    c = np.array([o.replica_cost_per_hour + 1e-6 * o.gpus_per_replica * (o.pool in trainable)
-                  for o in options])
+    c = np.array(
+        [
+            o.replica_cost_per_hour + 1e-6 * o.gpus_per_replica * (o.pool in trainable)
+            for o in options
+        ]
+    )
     if anchor:
         lp = m.solve(c, deadline - time.perf_counter(), gap, integral=False)
         if lp.x is None:
@@ -492,8 +525,13 @@ def _greedy_serving(fleet, active, options) -> np.ndarray | None:
     by_dep: dict[str, list[int]] = defaultdict(list)
     for i, o in enumerate(options):
         by_dep[o.deployment].append(i)
-    order = sorted(active, key=lambda w: (-w.request_rate * min(
-        options[i].cost_per_rps for i in by_dep[w.name]), w.name))
+    order = sorted(
+        active,
+        key=lambda w: (
+            -w.request_rate * min(options[i].cost_per_rps for i in by_dep[w.name]),
+            w.name,
+        ),
+    )
     for w in order:
         need = w.request_rate
         idxs = sorted(by_dep[w.name], key=lambda i: (options[i].cost_per_rps, options[i].pool))
@@ -507,8 +545,13 @@ def _greedy_serving(fleet, active, options) -> np.ndarray | None:
             fits_ = [i for i in idxs if free[options[i].pool] >= options[i].gpus_per_replica]
             if not fits_:
                 return None
-            i = min(fits_, key=lambda i: (options[i].replica_cost_per_hour
-                                          / min(options[i].replica_capacity_rps, need), i))
+            i = min(
+                fits_,
+                key=lambda i: (
+                    options[i].replica_cost_per_hour / min(options[i].replica_capacity_rps, need),
+                    i,
+                ),
+            )
             x[i] += 1
             free[options[i].pool] -= options[i].gpus_per_replica
             need -= options[i].replica_capacity_rps
@@ -550,11 +593,15 @@ def _raise_infeasible(fleet, active, options, deadline) -> None:
         for p in fleet.pools:
             k = math.ceil(res.x[slacks[p.name]] - 1e-6)
             if k > 0:
-                missing.append({"pool": p.name, "gpu": p.gpu, "gpus": k,
-                                "deployments": sorted(users[p.name])})
+                missing.append(
+                    {"pool": p.name, "gpu": p.gpu, "gpus": k, "deployments": sorted(users[p.name])}
+                )
     if missing:
-        parts = [f"{m_['gpus']} more {m_['gpu']}-class GPUs (pool {m_['pool']}) for "
-                 f"{', '.join(m_['deployments'])}" for m_ in missing]
+        parts = [
+            f"{m_['gpus']} more {m_['gpu']}-class GPUs (pool {m_['pool']}) for "
+            f"{', '.join(m_['deployments'])}"
+            for m_ in missing
+        ]
         raise InfeasibleError("infeasible: needs " + "; ".join(parts), missing)
     raise InfeasibleError("infeasible: serving demand exceeds pool capacity", missing)
 
@@ -569,20 +616,36 @@ def _assemble(fleet, serving, options, all_options, x, train, jobs, solver) -> P
             continue
         k = (o.deployment, o.pool, o.tp, o.pp)
         merged[k] = ServingAssignment(
-            o.deployment, o.pool, o.gpu, int(n), o.tp, o.pp, int(n) * o.gpus_per_replica,
-            n * o.replica_capacity_rps, n * o.replica_cost_per_hour,
+            o.deployment,
+            o.pool,
+            o.gpu,
+            int(n),
+            o.tp,
+            o.pp,
+            int(n) * o.gpus_per_replica,
+            n * o.replica_capacity_rps,
+            n * o.replica_cost_per_hour,
         )
         used_s[o.pool] += int(n) * o.gpus_per_replica
     training = [TrainingAssignment(j, p, g) for (j, p), g in sorted(train.items())]
     for t in training:
         used_t[t.pool] += t.gpus
     usage = [
-        PoolUsage(p.name, p.gpu, cap[p.name], used_s[p.name], used_t[p.name],
-                  cap[p.name] - used_s[p.name] - used_t[p.name])
+        PoolUsage(
+            p.name,
+            p.gpu,
+            cap[p.name],
+            used_s[p.name],
+            used_t[p.name],
+            cap[p.name] - used_s[p.name] - used_t[p.name],
+        )
         for p in fleet.pools
     ]
-    binding = [f"pool {u.pool}: full ({u.gpus_capacity} {u.gpu})" for u in usage
-               if u.gpus_free == 0 and u.gpus_capacity > 0]
+    binding = [
+        f"pool {u.pool}: full ({u.gpus_capacity} {u.gpu})"
+        for u in usage
+        if u.gpus_free == 0 and u.gpus_capacity > 0
+    ]
     got = defaultdict(int)
     for t in training:
         got[t.job] += t.gpus

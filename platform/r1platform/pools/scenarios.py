@@ -11,15 +11,26 @@ from .workloads import GpuRange, ServingWorkload, SloSpec, TrainingJob, Workload
 
 # Share of a mixed fleet per type, roughly what a large multi-generation cloud account holds.
 MIX = {
-    "H200": 0.10, "H100": 0.25, "A100-80G": 0.20, "A100-40G": 0.10, "L40S": 0.10,
-    "A10G": 0.08, "L4": 0.10, "T4": 0.07,
+    "H200": 0.10,
+    "H100": 0.25,
+    "A100-80G": 0.20,
+    "A100-40G": 0.10,
+    "L40S": 0.10,
+    "A10G": 0.08,
+    "L4": 0.10,
+    "T4": 0.07,
 }
 NODE_GPUS = {"A10G": 4, "L4": 4, "T4": 4, "L40S": 4}
 SERVING_MODELS = [m for m in builtin_models() if m != "tiny-r1"]
 
 
-def fleet(n_gpus: int, *, mix: dict[str, float] | None = None, pools_per_type: int = 1,
-          catalog: Catalog | None = None) -> Fleet:
+def fleet(
+    n_gpus: int,
+    *,
+    mix: dict[str, float] | None = None,
+    pools_per_type: int = 1,
+    catalog: Catalog | None = None,
+) -> Fleet:
     """A fleet of about n_gpus GPUs split by `mix`, node sizes as sold (8, or 4 for PCIe cards)."""
     catalog = catalog or load_catalog()
     pools = []
@@ -28,37 +39,52 @@ def fleet(n_gpus: int, *, mix: dict[str, float] | None = None, pools_per_type: i
         nodes = max(round(n_gpus * share / gpn / pools_per_type), 1)
         for k in range(pools_per_type):
             name = gpu.lower() + (f"-{k}" if pools_per_type > 1 else "")
-            pools.append(Pool(name=name, gpu=gpu, nodes=nodes, gpus_per_node=gpn,
-                              max_nodes=nodes))
+            pools.append(Pool(name=name, gpu=gpu, nodes=nodes, gpus_per_node=gpn, max_nodes=nodes))
     return Fleet(pools=pools, catalog=catalog)
 
 
-def workloads(n_deployments: int, *, seed: int, total_gpus: int, n_jobs: int = 0,
-              load: float = 0.5) -> Workloads:
+def workloads(
+    n_deployments: int, *, seed: int, total_gpus: int, n_jobs: int = 0, load: float = 0.5
+) -> Workloads:
     """n deployments over the R1 family with log-uniform rates, scaled so serving needs about
     `load` of the fleet at the cheapest placement (estimated at 1 GPU-dollar per rps)."""
     rng = random.Random(seed)
     serving = []
     for i in range(n_deployments):
-        model = SERVING_MODELS[i % len(SERVING_MODELS)] if i < len(SERVING_MODELS) else \
-            rng.choice(SERVING_MODELS)
+        model = (
+            SERVING_MODELS[i % len(SERVING_MODELS)]
+            if i < len(SERVING_MODELS)
+            else rng.choice(SERVING_MODELS)
+        )
         big = model in ("deepseek-r1", "r1-distill-llama-70b", "r1-distill-qwen-32b")
-        serving.append(ServingWorkload(
-            name=f"d{i:03d}-{model}",
-            model=model,
-            request_rate=round(10 ** rng.uniform(-0.5, 1.3) * (0.3 if big else 1.0)
-                               * total_gpus / max(n_deployments, 1) * load / 4, 3),
-            avg_input_tokens=rng.choice([200, 500, 1000, 2000]),
-            avg_output_tokens=rng.choice([300, 800, 1500, 3000]),
-            slo=SloSpec(ttft_p99_s=rng.choice([1.0, 2.0, 5.0]),
-                        tpot_p99_s=rng.choice([0.05, 0.08, 0.1, 0.15])),
-        ))
+        serving.append(
+            ServingWorkload(
+                name=f"d{i:03d}-{model}",
+                model=model,
+                request_rate=round(
+                    10 ** rng.uniform(-0.5, 1.3)
+                    * (0.3 if big else 1.0)
+                    * total_gpus
+                    / max(n_deployments, 1)
+                    * load
+                    / 4,
+                    3,
+                ),
+                avg_input_tokens=rng.choice([200, 500, 1000, 2000]),
+                avg_output_tokens=rng.choice([300, 800, 1500, 3000]),
+                slo=SloSpec(
+                    ttft_p99_s=rng.choice([1.0, 2.0, 5.0]),
+                    tpot_p99_s=rng.choice([0.05, 0.08, 0.1, 0.15]),
+                ),
+            )
+        )
     jobs = [
-        TrainingJob(name=f"job{k:02d}", model=rng.choice(["r1-distill-qwen-7b",
-                                                           "r1-distill-qwen-1.5b",
-                                                           "r1-distill-llama-8b"]),
-                    gpus=GpuRange(min=8, max=rng.choice([64, 128, 256])),
-                    priority=rng.choice([1, 5, 10]))
+        TrainingJob(
+            name=f"job{k:02d}",
+            model=rng.choice(["r1-distill-qwen-7b", "r1-distill-qwen-1.5b", "r1-distill-llama-8b"]),
+            gpus=GpuRange(min=8, max=rng.choice([64, 128, 256])),
+            priority=rng.choice([1, 5, 10]),
+        )
         for k in range(n_jobs)
     ]
     return Workloads(serving=serving, training=jobs)

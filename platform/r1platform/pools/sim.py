@@ -160,9 +160,16 @@ class _SimServe:
         s = next(s for s in p.serving if (s.deployment, s.pool) == (deployment, pool))
         per = s.gpus // s.replicas
         for _ in range(replicas - len(mine)):
-            self.st.replicas.append(_Replica(
-                deployment, pool, per, s.capacity_rps / s.replicas, s.cost_per_hour / s.replicas,
-                self.st.now + self.st.startup_s(self.models[deployment])))
+            self.st.replicas.append(
+                _Replica(
+                    deployment,
+                    pool,
+                    per,
+                    s.capacity_rps / s.replicas,
+                    s.cost_per_hour / s.replicas,
+                    self.st.now + self.st.startup_s(self.models[deployment]),
+                )
+            )
 
 
 class _SimCapacity:
@@ -192,10 +199,15 @@ class _SimTraining:
 # ------------------------------------------------------------------ engine
 def _training_workloads(st: _State) -> list[TrainingJob]:
     return [
-        TrainingJob(name=j.spec.name, model=j.spec.model,
-                    gpus=GpuRange(min=j.spec.min_gpus, max=j.spec.max_gpus),
-                    gpu_types=j.spec.gpu_types, priority=j.spec.priority)
-        for j in st.jobs.values() if not j.done and j.spec.arrival_s <= st.now
+        TrainingJob(
+            name=j.spec.name,
+            model=j.spec.model,
+            gpus=GpuRange(min=j.spec.min_gpus, max=j.spec.max_gpus),
+            gpu_types=j.spec.gpu_types,
+            priority=j.spec.priority,
+        )
+        for j in st.jobs.values()
+        if not j.done and j.spec.arrival_s <= st.now
     ]
 
 
@@ -255,9 +267,10 @@ def _tick(st: _State, serving: list[ServingWorkload], trace: Trace, rng: random.
 def _admit_fifo(st: _State) -> None:
     """Static/first-fit training admission: FIFO by priority, first pool with room, fixed size."""
     cap, used = st.cap(), st.used()
-    queue = sorted((j for j in st.jobs.values() if not j.done and not j.gpus
-                    and j.spec.arrival_s <= st.now),
-                   key=lambda j: (-j.spec.priority, j.spec.arrival_s, j.spec.name))
+    queue = sorted(
+        (j for j in st.jobs.values() if not j.done and not j.gpus and j.spec.arrival_s <= st.now),
+        key=lambda j: (-j.spec.priority, j.spec.arrival_s, j.spec.name),
+    )
     for j in queue:
         for p in st.fleet.pools:
             if j.spec.gpu_types and p.gpu not in j.spec.gpu_types:
@@ -275,7 +288,8 @@ def _first_fit_control(st: _State, serving, options: dict[str, list[Option]], la
     cfg = st.cfg
     for w in serving:
         want = (st.observed.get(w.name, w.request_rate) + st.backlog[w.name] / 30.0) * (
-            1 + cfg.headroom)
+            1 + cfg.headroom
+        )
         mine = [r for r in st.replicas if r.deployment == w.name]
         have = sum(r.cap_rps for r in mine)
         while have < want:
@@ -289,8 +303,11 @@ def _first_fit_control(st: _State, serving, options: dict[str, list[Option]], la
                 # No room: suspend training (whole jobs) in the first pool that would fit.
                 for o in options[w.name]:
                     victims = [j for j in st.jobs.values() if j.pool == o.pool and j.gpus]
-                    if victims and cap[o.pool] - used[o.pool] + sum(v.gpus for v in victims) \
-                            >= o.gpus_per_replica:
+                    if (
+                        victims
+                        and cap[o.pool] - used[o.pool] + sum(v.gpus for v in victims)
+                        >= o.gpus_per_replica
+                    ):
                         for v in victims:
                             st.res.lost_gpu_hours += v.progress - v.saved
                             st.res.preemptions += 1
@@ -299,14 +316,22 @@ def _first_fit_control(st: _State, serving, options: dict[str, list[Option]], la
                         break
             if not placed:
                 break
-            st.replicas.append(_Replica(w.name, o.pool, o.gpus_per_replica,
-                                        o.replica_capacity_rps, o.replica_cost_per_hour,
-                                        st.now + st.startup_s(w.model)))
+            st.replicas.append(
+                _Replica(
+                    w.name,
+                    o.pool,
+                    o.gpus_per_replica,
+                    o.replica_capacity_rps,
+                    o.replica_cost_per_hour,
+                    st.now + st.startup_s(w.model),
+                )
+            )
             have += o.replica_capacity_rps
             last_up[w.name] = st.now
         if st.now - last_up.get(w.name, -1e18) >= 300.0:
-            mine = sorted((r for r in st.replicas if r.deployment == w.name),
-                          key=lambda r: -r.ready_at)
+            mine = sorted(
+                (r for r in st.replicas if r.deployment == w.name), key=lambda r: -r.ready_at
+            )
             for r in mine:
                 if have - r.cap_rps >= want * 1.2:
                     st.replicas.remove(r)
@@ -314,8 +339,14 @@ def _first_fit_control(st: _State, serving, options: dict[str, list[Option]], la
     _admit_fifo(st)
 
 
-def simulate(policy: str, fleet: Fleet, serving: list[ServingWorkload], jobs: list[JobSpec],
-             trace: Trace, cfg: SimConfig | None = None) -> Result:
+def simulate(
+    policy: str,
+    fleet: Fleet,
+    serving: list[ServingWorkload],
+    jobs: list[JobSpec],
+    trace: Trace,
+    cfg: SimConfig | None = None,
+) -> Result:
     cfg = cfg or SimConfig()
     rng = random.Random(cfg.seed)
     st = _State(fleet=fleet, cfg=cfg)
@@ -328,20 +359,35 @@ def simulate(policy: str, fleet: Fleet, serving: list[ServingWorkload], jobs: li
     last_up: dict[str, float] = {}
     if policy in ("r1p", "single-type"):
         ref: list = []
-        ctl = Controller(fleet, wl, _SimLoad(st), _SimServe(st, ref, models), _SimCapacity(),
-                         _SimTraining(st), ControllerConfig(
-                             interval_s=cfg.control_interval_s, headroom=cfg.headroom,
-                             down_cooldown_s=300.0),
-                         record=False, clock=lambda: st.now)
+        ctl = Controller(
+            fleet,
+            wl,
+            _SimLoad(st),
+            _SimServe(st, ref, models),
+            _SimCapacity(),
+            _SimTraining(st),
+            ControllerConfig(
+                interval_s=cfg.control_interval_s, headroom=cfg.headroom, down_cooldown_s=300.0
+            ),
+            record=False,
+            clock=lambda: st.now,
+        )
         ref.append(ctl)
     elif policy == "static":
         peak = {w.name: w.request_rate * trace.peak * (1 + cfg.headroom) for w in serving}
         p = plan(fleet, wl, rates=peak)
         for s in p.serving:
             for _ in range(s.replicas):
-                st.replicas.append(_Replica(s.deployment, s.pool, s.gpus // s.replicas,
-                                            s.capacity_rps / s.replicas,
-                                            s.cost_per_hour / s.replicas, 0.0))
+                st.replicas.append(
+                    _Replica(
+                        s.deployment,
+                        s.pool,
+                        s.gpus // s.replicas,
+                        s.capacity_rps / s.replicas,
+                        s.cost_per_hour / s.replicas,
+                        0.0,
+                    )
+                )
     elif policy == "first-fit":
         for o in build_options(fleet, serving):
             ff_options.setdefault(o.deployment, []).append(o)
@@ -400,8 +446,10 @@ def simulate(policy: str, fleet: Fleet, serving: list[ServingWorkload], jobs: li
 def single_type_fleet(fleet: Fleet, gpu: str) -> Fleet:
     gpus = sum(p.gpus_capacity for p in fleet.pools)
     n = max(gpus // 8, 1)
-    return Fleet(pools=[Pool(name=gpu.lower(), gpu=gpu, nodes=n, gpus_per_node=8, max_nodes=n)],
-                 catalog=fleet.catalog)
+    return Fleet(
+        pools=[Pool(name=gpu.lower(), gpu=gpu, nodes=n, gpus_per_node=8, max_nodes=n)],
+        catalog=fleet.catalog,
+    )
 
 
 def job_queue(n: int, seed: int, duration_s: float, total_gpus: int) -> list[JobSpec]:
@@ -411,16 +459,28 @@ def job_queue(n: int, seed: int, duration_s: float, total_gpus: int) -> list[Job
     for k in range(n):
         model = rng.choice(["r1-distill-qwen-1.5b", "r1-distill-qwen-7b", "r1-distill-llama-8b"])
         mx = max(8, int(total_gpus * rng.uniform(0.1, 0.3)) // 8 * 8)
-        out.append(JobSpec(
-            name=f"grpo{k:02d}", model=model, min_gpus=min(8, mx), max_gpus=mx,
-            work_gpu_hours=mx * rng.uniform(2, 8), priority=rng.choice([1, 5, 10]),
-            arrival_s=rng.uniform(0, duration_s * 0.5),
-        ))
+        out.append(
+            JobSpec(
+                name=f"grpo{k:02d}",
+                model=model,
+                min_gpus=min(8, mx),
+                max_gpus=mx,
+                work_gpu_hours=mx * rng.uniform(2, 8),
+                priority=rng.choice([1, 5, 10]),
+                arrival_s=rng.uniform(0, duration_s * 0.5),
+            )
+        )
     return out
 
 
-def run_all(fleet: Fleet, serving: list[ServingWorkload], jobs: list[JobSpec], trace: Trace,
-            cfg: SimConfig | None = None, single_gpu: str = "H100") -> list[Result]:
+def run_all(
+    fleet: Fleet,
+    serving: list[ServingWorkload],
+    jobs: list[JobSpec],
+    trace: Trace,
+    cfg: SimConfig | None = None,
+    single_gpu: str = "H100",
+) -> list[Result]:
     cfg = cfg or SimConfig()
     return [
         simulate("r1p", fleet, serving, jobs, trace, cfg),

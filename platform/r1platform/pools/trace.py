@@ -32,9 +32,16 @@ class Trace:
         return max(self.shape)
 
 
-def synthetic(duration_s: float, tick_s: float, seed: int, *, amplitude: float = 0.6,
-              bursts_per_day: float = 4.0, burst_height: float = 1.5,
-              burst_s: float = 900.0) -> Trace:
+def synthetic(
+    duration_s: float,
+    tick_s: float,
+    seed: int,
+    *,
+    amplitude: float = 0.6,
+    bursts_per_day: float = 4.0,
+    burst_height: float = 1.5,
+    burst_s: float = 900.0,
+) -> Trace:
     """Diurnal sine (trough at 04:00, peak at 16:00) with Poisson bursts that ramp up and
     decay, the pattern of production chat traffic (Azure LLM trace, Splitwise paper fig. 3)."""
     rng = random.Random(seed)
@@ -114,5 +121,10 @@ def write_sample(path: str | Path, seed: int = 0, minutes: int = 30, rps: float 
         while t < minutes * 60:
             t += rng.expovariate(rps * shape.at(t))
             stamp = datetime.fromtimestamp(base + t).strftime("%Y-%m-%d %H:%M:%S.%f") + "0"
-            w.writerow([stamp, max(int(rng.lognormvariate(math.log(1000), 0.8)), 1),
-                        max(int(rng.lognormvariate(math.log(250), 0.7)), 1)])
+            w.writerow(
+                [
+                    stamp,
+                    max(int(rng.lognormvariate(math.log(1000), 0.8)), 1),
+                    max(int(rng.lognormvariate(math.log(250), 0.7)), 1),
+                ]
+            )

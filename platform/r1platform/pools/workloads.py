@@ -87,8 +87,11 @@ def _parse_items(data: Any, key: str, cls: type[BaseModel], catalog: Catalog, sr
         raise PoolsConfigError(f"{src}: '{key}' must be a list")
     out, seen = [], set()
     for i, item in enumerate(items):
-        label = (f"{key} {item['name']!r}" if isinstance(item, Mapping) and item.get("name")
-                 else f"{key}[{i}]")
+        label = (
+            f"{key} {item['name']!r}"
+            if isinstance(item, Mapping) and item.get("name")
+            else f"{key}[{i}]"
+        )
         if not isinstance(item, Mapping):
             raise PoolsConfigError(f"{src}: {label}: expected a mapping")
         fields = dict(item)

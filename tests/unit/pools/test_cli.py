@@ -60,22 +60,40 @@ def _bad(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize(
     "pools, workloads, fragment, code",
     [
-        ("pools:\n  - {name: g, gpu: Z100, nodes: 1, gpus_per_node: 8}", None,
-         "unknown GPU type 'Z100'; known:", 1),
-        ("pools:\n  - {name: g, gpu: H100, nodes: 0, gpus_per_node: 8, max_nodes: 0}", None,
-         "pool 'g': has zero GPUs", 1),
+        (
+            "pools:\n  - {name: g, gpu: Z100, nodes: 1, gpus_per_node: 8}",
+            None,
+            "unknown GPU type 'Z100'; known:",
+            1,
+        ),
+        (
+            "pools:\n  - {name: g, gpu: H100, nodes: 0, gpus_per_node: 8, max_nodes: 0}",
+            None,
+            "pool 'g': has zero GPUs",
+            1,
+        ),
         ("pools: [ {", None, "malformed YAML", 1),
-        ("pools:\n  - {name: l4, gpu: L4, nodes: 1, gpus_per_node: 1}",
-         "serving:\n  - {name: big, model: deepseek-r1, request_rate: 1, avg_input_tokens: 100,"
-         " avg_output_tokens: 100, slo: {ttft_p99_s: 2, tpot_p99_s: 0.1}}",
-         "'deepseek-r1' fits on no pool", 1),
-        ("pools:\n  - {name: h100, gpu: H100, nodes: 2, gpus_per_node: 8}",
-         "serving:\n  - {name: r1-671b, model: deepseek-r1, request_rate: 30,"
-         " avg_input_tokens: 500, avg_output_tokens: 800, slo: {ttft_p99_s: 2, tpot_p99_s: 0.1}}",
-         "more H100-class GPUs (pool h100) for r1-671b", 2),
-        (None, "serving:\n  - {name: x, model: nope-1b, request_rate: 1, avg_input_tokens: 1,"
-         " avg_output_tokens: 1, slo: {ttft_p99_s: 1, tpot_p99_s: 1}}",
-         "serving 'x': unknown model 'nope-1b'", 1),
+        (
+            "pools:\n  - {name: l4, gpu: L4, nodes: 1, gpus_per_node: 1}",
+            "serving:\n  - {name: big, model: deepseek-r1, request_rate: 1, avg_input_tokens: 100,"
+            " avg_output_tokens: 100, slo: {ttft_p99_s: 2, tpot_p99_s: 0.1}}",
+            "'deepseek-r1' fits on no pool",
+            1,
+        ),
+        (
+            "pools:\n  - {name: h100, gpu: H100, nodes: 2, gpus_per_node: 8}",
+            "serving:\n  - {name: r1-671b, model: deepseek-r1, request_rate: 30,"
+            " avg_input_tokens: 500, avg_output_tokens: 800, slo: {ttft_p99_s: 2, tpot_p99_s: 0.1}}",
+            "more H100-class GPUs (pool h100) for r1-671b",
+            2,
+        ),
+        (
+            None,
+            "serving:\n  - {name: x, model: nope-1b, request_rate: 1, avg_input_tokens: 1,"
+            " avg_output_tokens: 1, slo: {ttft_p99_s: 1, tpot_p99_s: 1}}",
+            "serving 'x': unknown model 'nope-1b'",
+            1,
+        ),
     ],
 )
 def test_bad_input_is_one_red_line(app, tmp_path, pools, workloads, fragment, code):
@@ -95,8 +113,9 @@ def test_bad_input_is_one_red_line(app, tmp_path, pools, workloads, fragment, co
 
 def test_control_once_then_decisions(app, tmp_path):
     rec = tmp_path / "decisions.jsonl"
-    r = _run(app, "control", "-p", POOLS, "-w", WORKLOADS, "--once", "--dry-run",
-             "--decisions-file", rec)
+    r = _run(
+        app, "control", "-p", POOLS, "-w", WORKLOADS, "--once", "--dry-run", "--decisions-file", rec
+    )
     assert r.exit_code == 0, r.output
     assert "dry run" in r.stdout
     lines = rec.read_text().splitlines()

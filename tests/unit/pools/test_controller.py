@@ -28,8 +28,9 @@ class ScriptedLoad:
         self.queued = 0.0
 
     def read(self) -> dict[str, DeploymentLoad]:
-        return {"chat": DeploymentLoad(ongoing=self.rate, queued=self.queued,
-                                       request_rate=self.rate)}
+        return {
+            "chat": DeploymentLoad(ongoing=self.rate, queued=self.queued, request_rate=self.rate)
+        }
 
 
 class Clock:
@@ -42,27 +43,49 @@ class Clock:
 
 @pytest.fixture
 def setup(tmp_path):
-    fleet = Fleet(pools=[Pool(name="h100", gpu="H100", nodes=2, gpus_per_node=8)],
-                  catalog=load_catalog())
-    wl = Workloads(
-        serving=[ServingWorkload(name="chat", model="r1-distill-qwen-7b", request_rate=1.0,
-                                 avg_input_tokens=500, avg_output_tokens=800,
-                                 slo=SloSpec(ttft_p99_s=2.0, tpot_p99_s=0.03))],
-        training=[TrainingJob(name="grpo", model="r1-distill-qwen-7b",
-                              gpus=GpuRange(min=2, max=16), priority=1)],
+    fleet = Fleet(
+        pools=[Pool(name="h100", gpu="H100", nodes=2, gpus_per_node=8)], catalog=load_catalog()
     )
-    load, serve, cap, train, clock = (ScriptedLoad(), MemoryServe(), MemoryCapacity(),
-                                      MemoryTraining(release_after=1), Clock())
+    wl = Workloads(
+        serving=[
+            ServingWorkload(
+                name="chat",
+                model="r1-distill-qwen-7b",
+                request_rate=1.0,
+                avg_input_tokens=500,
+                avg_output_tokens=800,
+                slo=SloSpec(ttft_p99_s=2.0, tpot_p99_s=0.03),
+            )
+        ],
+        training=[
+            TrainingJob(
+                name="grpo", model="r1-distill-qwen-7b", gpus=GpuRange(min=2, max=16), priority=1
+            )
+        ],
+    )
+    load, serve, cap, train, clock = (
+        ScriptedLoad(),
+        MemoryServe(),
+        MemoryCapacity(),
+        MemoryTraining(release_after=1),
+        Clock(),
+    )
     cfg = ControllerConfig(interval_s=30, down_cooldown_s=120, lend_cooldown_s=60)
-    ctl = Controller(fleet, wl, load, serve, cap, train, cfg, clock=clock,
-                     record_path=str(tmp_path / "d.jsonl"))
+    ctl = Controller(
+        fleet, wl, load, serve, cap, train, cfg, clock=clock, record_path=str(tmp_path / "d.jsonl")
+    )
     return ctl, load, serve, cap, train, clock
 
 
 def _used(serve: MemoryServe, train: MemoryTraining, ctl: Controller) -> int:
     per = {(s.deployment, s.pool): s.gpus // s.replicas for s in ctl.last_plan.serving}
-    per.update({(o.deployment, o.pool): o.gpus_per_replica for o in ctl.last_plan.options
-                if (o.deployment, o.pool) not in per})
+    per.update(
+        {
+            (o.deployment, o.pool): o.gpus_per_replica
+            for o in ctl.last_plan.options
+            if (o.deployment, o.pool) not in per
+        }
+    )
     return sum(n * per[k] for k, n in serve.replicas.items()) + sum(train.gpus.values())
 
 
@@ -120,10 +143,14 @@ def test_burst_reclaims_with_checkpoint_then_gives_back(setup):
     a = reclaim.attributes
     assert a["job"] == "grpo" and a["pool"] == "h100" and a["gpu"] == "H100"
     assert a["after"] < a["before"] and "checkpoint" in a["reason"]
-    scale_up = [s for s in spans if s.name == "pools.scale" and
-                s.attributes["after"] > s.attributes["before"]]
-    assert any(s.attributes["cost_per_hour_after"] > s.attributes["cost_per_hour_before"]
-               for s in scale_up)
+    scale_up = [
+        s
+        for s in spans
+        if s.name == "pools.scale" and s.attributes["after"] > s.attributes["before"]
+    ]
+    assert any(
+        s.attributes["cost_per_hour_after"] > s.attributes["cost_per_hour_before"] for s in scale_up
+    )
     assert scale_up[0].attributes["deployment"] == "chat"
     assert any(s.name == "pools.lend" for s in spans)
 
@@ -136,8 +163,7 @@ def test_burst_reclaims_with_checkpoint_then_gives_back(setup):
 
 
 def test_target_rates_hysteresis():
-    cfg = ControllerConfig(headroom=0.0, up_threshold=0.1, down_threshold=0.3,
-                           down_cooldown_s=100)
+    cfg = ControllerConfig(headroom=0.0, up_threshold=0.1, down_threshold=0.3, down_cooldown_s=100)
     mem = Memory(rates={"a": 10.0}, last_up={"a": 0.0})
     d = {"a": 1.0}
 

@@ -29,8 +29,11 @@ def test_from_ray_understands_virtual_nodes_and_real_gpu_nodes():
         _virtual(l4),
         # A real node as Ray reports it: GPU count plus accelerator_type marker valued 1.
         {"Alive": True, "Resources": {"CPU": 96.0, "GPU": 8.0, "accelerator_type:A100-80G": 1.0}},
-        {"Alive": True, "Resources": {"CPU": 96.0, "GPU": 8.0},
-         "Labels": {"ray.io/accelerator-type": "A100-80G"}},
+        {
+            "Alive": True,
+            "Resources": {"CPU": 96.0, "GPU": 8.0},
+            "Labels": {"ray.io/accelerator-type": "A100-80G"},
+        },
     ]
     pools = {p.name: p for p in from_ray(nodes)}
     assert set(pools) == {"h100", "l4", "a100-80g"}
@@ -83,10 +86,13 @@ def test_from_k8s_on_deserialised_v1nodes():
 
 
 def test_merge_keeps_configured_range_and_takes_live_count():
-    cfg = [Pool(name="h100", gpu="H100", nodes=1, gpus_per_node=8, max_nodes=4,
-                cost_per_gpu_hour=2.0)]
-    live = [Pool(name="h100", gpu="H100", nodes=3, gpus_per_node=8),
-            Pool(name="l4", gpu="L4", nodes=1, gpus_per_node=1)]
+    cfg = [
+        Pool(name="h100", gpu="H100", nodes=1, gpus_per_node=8, max_nodes=4, cost_per_gpu_hour=2.0)
+    ]
+    live = [
+        Pool(name="h100", gpu="H100", nodes=3, gpus_per_node=8),
+        Pool(name="l4", gpu="L4", nodes=1, gpus_per_node=1),
+    ]
     merged = merge(cfg, live)
     assert merged[0].nodes == 3 and merged[0].max_nodes == 4 and merged[0].cost_per_gpu_hour == 2
     assert merged[1].name == "l4"

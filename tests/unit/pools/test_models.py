@@ -51,8 +51,11 @@ def test_load_pools_resolves_names_and_capacity(tmp_path):
         ("pools: []", "non-empty"),
         ("nope: 1", "'pools:'"),
         ("pools:\n  - {name: x, gpu: H100, nodes: 1, gpus_per_node: 1, bogus: 2}", "bogus"),
-        ("pools:\n  - {name: x, gpu: H100, nodes: 1, gpus_per_node: 1}\n"
-         "  - {name: x, gpu: L4, nodes: 1, gpus_per_node: 1}", "duplicate"),
+        (
+            "pools:\n  - {name: x, gpu: H100, nodes: 1, gpus_per_node: 1}\n"
+            "  - {name: x, gpu: L4, nodes: 1, gpus_per_node: 1}",
+            "duplicate",
+        ),
     ],
 )
 def test_bad_pools_give_one_line_naming_the_item(tmp_path, text, fragment):
@@ -67,8 +70,20 @@ def test_bad_pools_give_one_line_naming_the_item(tmp_path, text, fragment):
 def test_unknown_gpu_lists_known_types(tmp_path):
     with pytest.raises(UnknownGpuError) as e:
         load_pools(_write(tmp_path, "pools:\n  - {name: x, gpu: B9, nodes: 1, gpus_per_node: 8}"))
-    for name in ("H200", "H100", "H800", "H20", "A100-80G", "A100-40G", "L40S", "A10G", "L4",
-                 "V100-32G", "V100-16G", "T4"):
+    for name in (
+        "H200",
+        "H100",
+        "H800",
+        "H20",
+        "A100-80G",
+        "A100-40G",
+        "L40S",
+        "A10G",
+        "L4",
+        "V100-32G",
+        "V100-16G",
+        "T4",
+    ):
         assert name in str(e.value)
 
 
@@ -79,15 +94,37 @@ def test_missing_file_is_one_line(tmp_path):
 
 def test_catalog_covers_issue_types_and_overrides():
     cat = load_catalog()
-    assert set(cat.names()) == {"H200", "H100", "H800", "H20", "A100-80G", "A100-40G", "L40S",
-                                "A10G", "L4", "V100-32G", "V100-16G", "T4"}
+    assert set(cat.names()) == {
+        "H200",
+        "H100",
+        "H800",
+        "H20",
+        "A100-80G",
+        "A100-40G",
+        "L40S",
+        "A10G",
+        "L4",
+        "V100-32G",
+        "V100-16G",
+        "T4",
+    }
     # NVIDIA datasheets: H200 141 GB / 4.8 TB/s; H100 SXM 80 GB / 3.35 TB/s; L4 no NVLink.
     assert cat["H200"].memory_gb == 141 and cat["H200"].hbm_bandwidth_gbs == 4800
     assert cat["H100"].memory_gb == 80 and cat["H100"].hbm_bandwidth_gbs == 3350
     assert not cat["L4"].nvlink
-    cheap = load_catalog({"H100": {"cost_per_gpu_hour": 1.5}, "MI300X": {
-        "memory_gb": 192, "hbm_bandwidth_gbs": 5300, "bf16_tflops": 1307, "nvlink": False,
-        "nvlink_gbs": 0, "cost_per_gpu_hour": 2.0}})
+    cheap = load_catalog(
+        {
+            "H100": {"cost_per_gpu_hour": 1.5},
+            "MI300X": {
+                "memory_gb": 192,
+                "hbm_bandwidth_gbs": 5300,
+                "bf16_tflops": 1307,
+                "nvlink": False,
+                "nvlink_gbs": 0,
+                "cost_per_gpu_hour": 2.0,
+            },
+        }
+    )
     assert cheap["H100"].cost_per_gpu_hour == 1.5 and cheap["H100"].memory_gb == 80
     assert cheap["MI300X"].memory_gb == 192
     with pytest.raises(PoolsConfigError, match=r"gpu_types\.X\.hbm_bandwidth_gbs: Field required"):

@@ -22,19 +22,33 @@ def _fleet(*pools: Pool) -> Fleet:
 
 
 def _svc(name, model, rate, **kw) -> ServingWorkload:
-    return ServingWorkload(name=name, model=model, request_rate=rate, avg_input_tokens=500,
-                           avg_output_tokens=800, slo=SloSpec(ttft_p99_s=2.0, tpot_p99_s=0.1),
-                           **kw)
-
-
+    return ServingWorkload(
+        name=name,
+        model=model,
+        request_rate=rate,
+        avg_input_tokens=500,
+        avg_output_tokens=800,
+        slo=SloSpec(ttft_p99_s=2.0, tpot_p99_s=0.1),
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("seed", range(6))
 def test_ilp_matches_brute_force_on_small_instances(seed):
     rng = random.Random(seed)
     types = rng.sample(["H100", "A100-80G", "L40S", "L4", "T4", "A10G"], 3)
-    fleet = _fleet(*[Pool(name=t.lower(), gpu=t, nodes=1, gpus_per_node=rng.choice([1, 2]),
-                          max_nodes=rng.choice([2, 3])) for t in types])
+    fleet = _fleet(
+        *[
+            Pool(
+                name=t.lower(),
+                gpu=t,
+                nodes=1,
+                gpus_per_node=rng.choice([1, 2]),
+                max_nodes=rng.choice([2, 3]),
+            )
+            for t in types
+        ]
+    )
     models = ["r1-distill-qwen-1.5b", "r1-distill-qwen-7b"]
     wl = Workloads(serving=[_svc(f"d{i}", models[i], rng.uniform(1, 12)) for i in range(2)])
     try:
@@ -51,16 +65,32 @@ def test_ilp_matches_brute_force_on_small_instances(seed):
 
 def test_picks_cheapest_type_and_json_shape():
     # 7B at 6 rps: compare per-rps price of H100 vs L4 by hand from the options themselves.
-    fleet = _fleet(Pool(name="h100", gpu="H100", nodes=1, gpus_per_node=8),
-                   Pool(name="l4", gpu="L4", nodes=8, gpus_per_node=1))
+    fleet = _fleet(
+        Pool(name="h100", gpu="H100", nodes=1, gpus_per_node=8),
+        Pool(name="l4", gpu="L4", nodes=8, gpus_per_node=1),
+    )
     wl = Workloads(serving=[_svc("chat", "r1-distill-qwen-7b", 6.0)])
     p = plan(fleet, wl)
     j = p.to_json()
     assert set(j) >= {"feasible", "cost_per_hour", "serving", "training", "pools", "options"}
-    assert set(j["serving"][0]) == {"deployment", "pool", "gpu", "replicas", "tp", "pp", "gpus",
-                                    "capacity_rps", "cost_per_hour"}
-    assert set(j["options"][0]) >= {"tp", "pp", "gpus_per_replica", "replica_capacity_rps",
-                                    "replica_cost_per_hour"}
+    assert set(j["serving"][0]) == {
+        "deployment",
+        "pool",
+        "gpu",
+        "replicas",
+        "tp",
+        "pp",
+        "gpus",
+        "capacity_rps",
+        "cost_per_hour",
+    }
+    assert set(j["options"][0]) >= {
+        "tp",
+        "pp",
+        "gpus_per_replica",
+        "replica_capacity_rps",
+        "replica_cost_per_hour",
+    }
     # Audit: the chosen cost equals sum(replicas x replica_cost) and covers the demand.
     assert sum(s["capacity_rps"] for s in j["serving"]) >= 6.0
     assert j["cost_per_hour"] == pytest.approx(sum(s["cost_per_hour"] for s in j["serving"]))
@@ -80,17 +110,26 @@ def test_deterministic():
 
 
 def test_training_gets_leftover_by_priority_within_min_max_and_types():
-    fleet = _fleet(Pool(name="h100", gpu="H100", nodes=2, gpus_per_node=8),
-                   Pool(name="l4", gpu="L4", nodes=4, gpus_per_node=1))
+    fleet = _fleet(
+        Pool(name="h100", gpu="H100", nodes=2, gpus_per_node=8),
+        Pool(name="l4", gpu="L4", nodes=4, gpus_per_node=1),
+    )
     wl = Workloads(
         serving=[_svc("chat", "r1-distill-qwen-7b", 30.0, gpu_types=["H100"])],
         training=[
-            TrainingJob(name="hi", model="r1-distill-qwen-7b", gpus=GpuRange(min=4, max=64),
-                        gpu_types=["H100"], priority=10),
-            TrainingJob(name="lo", model="r1-distill-qwen-1.5b", gpus=GpuRange(min=2, max=3),
-                        priority=1),
-            TrainingJob(name="big", model="r1-distill-qwen-7b", gpus=GpuRange(min=32, max=32),
-                        priority=5),
+            TrainingJob(
+                name="hi",
+                model="r1-distill-qwen-7b",
+                gpus=GpuRange(min=4, max=64),
+                gpu_types=["H100"],
+                priority=10,
+            ),
+            TrainingJob(
+                name="lo", model="r1-distill-qwen-1.5b", gpus=GpuRange(min=2, max=3), priority=1
+            ),
+            TrainingJob(
+                name="big", model="r1-distill-qwen-7b", gpus=GpuRange(min=32, max=32), priority=5
+            ),
         ],
     )
     p = plan(fleet, wl)
