@@ -3,7 +3,9 @@
 Serve's defaults run user code and the router on extra event loops and talk to replicas over
 actor calls. Each streamed token then pays several thread hops, which on a CPU-bound box costs
 more than decoding it. These settings are Serve's own throughput profile minus direct ingress
-(that one needs HAProxy) and minus gRPC. They must be in the environment before Ray starts.
+(that one needs HAProxy), minus gRPC, and with the handle router kept on its own loop:
+running it on the caller's loop deadlocks a synchronous `handle.remote().result()` in a
+driver. They must be in the environment before Ray starts.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import os
 
 SERVE_ENV = {
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
-    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
     # Serve's gRPC transport measured ~15% slower for token streams here than actor calls.
     "RAY_SERVE_USE_GRPC_BY_DEFAULT": "0",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
