@@ -23,8 +23,12 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/python -m r1platform.demo
 
+# Each integration module gets a fresh interpreter: Ray, Serve and vLLM keep process-wide
+# state (handles, routers, env-driven settings) that must not leak from one module's cluster
+# into the next one's.
 test: install
-	$(BIN)/python -m pytest -q -ra tests
+	$(BIN)/python -m pytest -q -ra tests/unit
+	set -e; for f in tests/integration/test_*.py; do $(BIN)/python -m pytest -q -ra $$f; done
 
 test-unit: install
 	$(BIN)/python -m pytest -q -ra tests/unit
