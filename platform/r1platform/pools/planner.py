@@ -333,7 +333,7 @@ def plan(
     _HELD.set(dict(held or {}))
     if keep:
         options = _with_floors(options, all_options, keep)
-    active = [w for w in serving if w.request_rate > 0]
+    active = [w for w in serving if w.request_rate > 0 or w.min_replicas > 0]
     deadline = t0 + time_limit_s
 
     solver: dict = {"method": method}
@@ -398,12 +398,16 @@ def _serving_model(fleet, active, options, slack: bool = False):
     held = _HELD.get() or {}
     cap = {p.name: max(p.gpus_capacity - held.get(p.name, 0), 0) for p in fleet.pools}
     rate = {w.name: w.request_rate for w in active}
+    least = {w.name: w.min_replicas for w in active}
     floors = dict(_FLOORS.get() or {})
     xs = []
     for o in options:
         # More replicas of one option than cover the whole demand alone is never optimal; the
         # tight bound shrinks HiGHS' branch-and-bound tree by orders of magnitude.
-        need = fitmod.ceil_div(rate.get(o.deployment, 0.0), o.replica_capacity_rps)
+        need = max(
+            fitmod.ceil_div(rate.get(o.deployment, 0.0), o.replica_capacity_rps),
+            least.get(o.deployment, 0),
+        )
         ub = need if slack else min(cap[o.pool] // o.gpus_per_replica, need)
         lb = floors.get((o.deployment, o.pool), 0) if not slack else 0
         if lb:
@@ -416,6 +420,8 @@ def _serving_model(fleet, active, options, slack: bool = False):
         by_pool[o.pool][xs[i]] = o.gpus_per_replica
     for w in active:
         m.row(by_dep[w.name], w.request_rate, np.inf)
+        if w.min_replicas:
+            m.row(dict.fromkeys(by_dep[w.name], 1.0), w.min_replicas, np.inf)
     slacks = {}
     for p in fleet.pools:
         coefs = dict(by_pool.get(p.name, {}))
@@ -541,14 +547,15 @@ def _greedy_serving(fleet, active, options) -> np.ndarray | None:
             x[i] += n
             free[o.pool] -= n * o.gpus_per_replica
             need -= n * o.replica_capacity_rps
-        while need > 1e-9:
+        while need > 1e-9 or sum(int(x[i]) for i in idxs) < w.min_replicas:
             fits_ = [i for i in idxs if free[options[i].pool] >= options[i].gpus_per_replica]
             if not fits_:
                 return None
             i = min(
                 fits_,
                 key=lambda i: (
-                    options[i].replica_cost_per_hour / min(options[i].replica_capacity_rps, need),
+                    options[i].replica_cost_per_hour
+                    / min(options[i].replica_capacity_rps, max(need, 1e-9)),
                     i,
                 ),
             )

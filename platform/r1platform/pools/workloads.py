@@ -3,7 +3,8 @@
 ```yaml
 serving:
   - {name, model, request_rate, avg_input_tokens, avg_output_tokens,
-     slo: {ttft_p99_s, tpot_p99_s}, gpu_types?: [..], context_tokens?, concurrency?}
+     slo: {ttft_p99_s, tpot_p99_s}, gpu_types?: [..], context_tokens?, concurrency?,
+     min_replicas?, replica_rps?: {GPU: rps}}
 training:
   - {name, model, gpus: {min, max}, gpu_types?: [..], priority}
 ```
@@ -48,6 +49,9 @@ class ServingWorkload(BaseModel):
     # Measured requests/s one replica sustains at the SLO, by GPU type (bench output). It
     # overrides the roofline estimate, which knows nothing of CPU-run or unusual engines.
     replica_rps: dict[str, float] | None = None
+    # Replicas kept even when no request arrives: an endpoint that scales to zero answers the
+    # next request only after minutes of weight loading, so the default keeps one up.
+    min_replicas: int = Field(default=1, ge=0)
 
     def kv_tokens(self) -> int:
         ctx = self.context_tokens or max(4096, int(self.avg_input_tokens + self.avg_output_tokens))

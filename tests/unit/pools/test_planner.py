@@ -202,3 +202,22 @@ def test_measured_replica_rps_overrides_the_estimate(tmp_path):
     # 9 rps at a measured 4 rps per replica needs 3 replicas; the roofline would say 1.
     assert p["serving"][0]["replicas"] == 3
     assert p["options"][0]["replica_capacity_rps"] == 4.0
+
+
+@pytest.mark.parametrize("method", ["ilp", "greedy"])
+def test_idle_deployment_keeps_min_replicas_on_the_cheapest_option(method):
+    # No traffic must not scale an endpoint to zero unless asked: the next request would wait
+    # minutes for weights to load.
+    fleet = _fleet(
+        Pool(name="h100", gpu="H100", nodes=1, gpus_per_node=8),
+        Pool(name="l4", gpu="L4", nodes=4, gpus_per_node=1),
+    )
+    idle = Workloads(serving=[_svc("chat", "r1-distill-qwen-1.5b", 0.0, min_replicas=2)])
+    p = plan(fleet, idle, method=method)
+    assert sum(s.replicas for s in p.serving) == 2
+    cheapest = min(o.replica_cost_per_hour for o in p.options)
+    assert p.cost_per_hour == pytest.approx(2 * cheapest)
+    if method == "ilp":
+        assert p.cost_per_hour == pytest.approx(brute_force_cost(fleet, idle))
+    zero = Workloads(serving=[_svc("chat", "r1-distill-qwen-1.5b", 0.0, min_replicas=0)])
+    assert plan(fleet, zero, method=method).serving == []
