@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,43 +38,74 @@ def parse_serve_name(name: str) -> tuple[str, str | None]:
 
 
 # ---------------------------------------------------------------- load from Serve metrics
-def parse_serve_metrics(text: str) -> dict[str, tuple[float, float, float]]:
-    """Prometheus text -> logical deployment -> (requests_total, ongoing, queued).
+_COLUMNS = {
+    "serve_deployment_request_counter": 0,
+    "serve_replica_processing_queries": 1,
+    "serve_deployment_queued_queries": 2,
+    "r1p_requests": 0,
+    "r1p_requests_in_flight": 1,
+}
+
+Series = tuple[str, int, tuple[tuple[str, str], ...]]  # (deployment, column, all labels)
+
+
+def parse_serve_series(text: str) -> dict[Series, float]:
+    """Prometheus text -> one value per series that describes Serve load, keyed by logical
+    deployment, column (0 requests_total, 1 ongoing, 2 queued) and the series' own labels.
 
     Ray Serve exports serve_deployment_request_counter (per replica), serve_replica_processing_
     queries (in flight per replica) and serve_deployment_queued_queries (waiting in routers);
-    Ray prefixes them with "ray_". Per-pool Serve deployments `D@P` are summed into D.
+    Ray prefixes them with "ray_". Per-pool Serve deployments `D@P` count for D.
     The OpenAI ingress's own /metrics (r1p_requests_total, r1p_requests_in_flight, labelled by
-    model = logical deployment) is understood too: it is exact and has no export delay.
+    model = logical deployment) is understood too (exact, but one replica's view).
     """
     from prometheus_client.parser import text_string_to_metric_families
 
-    acc: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
-    col = {
-        "serve_deployment_request_counter": 0,
-        "serve_replica_processing_queries": 1,
-        "serve_deployment_queued_queries": 2,
-        "r1p_requests": 0,
-        "r1p_requests_in_flight": 1,
-    }
+    out: dict[Series, float] = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
             name = s.name.removeprefix("ray_").removesuffix("_total")
             label = "model" if name.startswith("r1p_") else "deployment"
-            if name not in col or label not in s.labels or s.labels[label] == "unknown":
+            if name not in _COLUMNS or label not in s.labels or s.labels[label] == "unknown":
                 continue
             d, _ = parse_serve_name(s.labels[label])
-            acc[d][col[name]] += float(s.value)
+            key = (d, _COLUMNS[name], tuple(sorted({**s.labels, "__name__": name}.items())))
+            out[key] = out.get(key, 0.0) + float(s.value)
+    return out
+
+
+def parse_serve_metrics(text: str) -> dict[str, tuple[float, float, float]]:
+    """Prometheus text -> logical deployment -> (requests_total, ongoing, queued)."""
+    acc: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+    for (d, col, _), v in parse_serve_series(text).items():
+        acc[d][col] += v
     return {d: (v[0], v[1], v[2]) for d, v in acc.items()}
+
+
+def counter_increase(prev: Mapping[Series, float], cur: Mapping[Series, float]) -> dict[str, float]:
+    """Requests per logical deployment between two scrapes, per series as Prometheus' rate()
+    does: a counter that went down was reset (its replica restarted) and counts from 0, a
+    series that disappeared (replica stopped) adds nothing, a new one started from 0."""
+    out: dict[str, float] = defaultdict(float)
+    for key, v in cur.items():
+        if key[1] != 0:
+            continue
+        before = prev.get(key, 0.0)
+        out[key[0]] += v - before if v >= before else v
+    return dict(out)
 
 
 class MetricsLoadSource:
     """LoadSource over Prometheus text endpoints: an explicit URL, or every Ray node's
-    metrics-export port. Request rate is the counter's delta between two reads."""
+    metrics-export port (Serve's own per-replica metrics: with several replicas of the ingress
+    that is the only complete view). The request rate is the counters' increase over the last
+    `window_s` (Prometheus `rate()` semantics), so the export interval of Ray's metrics agent
+    does not turn a steady load into spikes."""
 
-    def __init__(self, url: str | None = None, timeout_s: float = 2.0) -> None:
-        self.url, self.timeout_s = url, timeout_s
-        self._prev: tuple[float, dict[str, float]] | None = None
+    def __init__(self, url: str | None = None, timeout_s: float = 2.0, window_s: float = 30.0):
+        self.url, self.timeout_s, self.window_s = url, timeout_s, window_s
+        self._last: tuple[float, dict[Series, float]] | None = None
+        self._steps: deque[tuple[float, float, dict[str, float]]] = deque()  # (t, dt, increase)
 
     def _urls(self) -> list[str]:
         if self.url:
@@ -87,28 +118,47 @@ class MetricsLoadSource:
             if n.get("Alive") and n.get("MetricsExportPort")
         ]
 
-    def read(self) -> dict[str, DeploymentLoad]:
-        merged: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+    def scrape(self) -> dict[Series, float]:
+        merged: dict[Series, float] = defaultdict(float)
         for url in self._urls():
             try:
                 with urllib.request.urlopen(url, timeout=self.timeout_s) as r:
                     text = r.read().decode()
             except OSError:
                 continue  # a node that went away: its replicas are gone too
-            for d, vals in parse_serve_metrics(text).items():
-                for i, v in enumerate(vals):
-                    merged[d][i] += v
-        now = time.monotonic()
-        totals = {d: v[0] for d, v in merged.items()}
-        out = {}
-        for d, (total, ongoing, queued) in merged.items():
-            rate = 0.0
-            if self._prev is not None and now > self._prev[0]:
-                # A series absent at the last read is new since then, so it started from 0.
-                rate = max(total - self._prev[1].get(d, 0.0), 0.0) / (now - self._prev[0])
-            out[d] = DeploymentLoad(ongoing=ongoing, queued=queued, request_rate=rate)
-        self._prev = (now, totals)
-        return out
+            for key, v in parse_serve_series(text).items():
+                merged[key] += v
+        return dict(merged)
+
+    def read(self) -> dict[str, DeploymentLoad]:
+        return self.observe(time.monotonic(), self.scrape())
+
+    def observe(self, now: float, series: dict[Series, float]) -> dict[str, DeploymentLoad]:
+        """Fold one scrape taken at `now` into the window and return the load it implies."""
+        if self._last is not None and now > self._last[0]:
+            self._steps.append((now, now - self._last[0], counter_increase(self._last[1], series)))
+        self._last = (now, series)
+        while self._steps and self._steps[0][0] - self._steps[0][1] < now - self.window_s - 1e-9:
+            if len(self._steps) == 1:
+                break  # a read interval longer than the window: keep the one we have
+            self._steps.popleft()
+        span = sum(dt for _, dt, _ in self._steps)
+        total: dict[str, float] = defaultdict(float)
+        for _, _, inc in self._steps:
+            for d, v in inc.items():
+                total[d] += v
+        gauges: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        for (d, col, _), v in series.items():
+            if col:
+                gauges[d][col - 1] += v
+            else:
+                gauges.setdefault(d, [0.0, 0.0])
+        return {
+            d: DeploymentLoad(
+                ongoing=g[0], queued=g[1], request_rate=total.get(d, 0.0) / span if span else 0.0
+            )
+            for d, g in gauges.items()
+        }
 
 
 # ---------------------------------------------------------------- Serve replicas
@@ -208,21 +258,24 @@ class RayActorTraining:
         except ValueError:
             return None
 
-    def current_gpus(self, job: str) -> int:
+    def current_gpus(self, job: str) -> int | None:
+        """None when the job has no control actor (not submitted yet, or finished)."""
         import ray
 
         a = self._actor(job)
-        return int(ray.get(a.current_gpus.remote(), timeout=10)) if a else 0
+        return int(ray.get(a.current_gpus.remote(), timeout=10)) if a else None
+
+    def _require(self, job: str):
+        a = self._actor(job)
+        if a is None:
+            raise LookupError(f"training job {job!r} is not running (no actor r1p-train-{job})")
+        return a
 
     def request_checkpoint_and_shrink(self, job: str, gpus: int) -> None:
-        a = self._actor(job)
-        if a:
-            a.checkpoint_and_shrink.remote(int(gpus))
+        self._require(job).checkpoint_and_shrink.remote(int(gpus))
 
     def grow(self, job: str, gpus: int, pool: str) -> None:
-        a = self._actor(job)
-        if a:
-            a.grow.remote(int(gpus), pool)
+        self._require(job).grow.remote(int(gpus), pool)
 
 
 # ---------------------------------------------------------------- offline (dry run)
@@ -288,7 +341,12 @@ def offline(workloads: Workloads):
     return StaticLoad(workloads), MemoryServe(), MemoryCapacity(), MemoryTraining()
 
 
-def live(address: str, metrics_url: str | None, dashboard: str = "http://127.0.0.1:8265"):
+def live(
+    address: str,
+    metrics_url: str | None,
+    dashboard: str = "http://127.0.0.1:8265",
+    rate_window_s: float = 30.0,
+):
     import ray
 
     from .inventory import from_ray_live
@@ -299,7 +357,8 @@ def live(address: str, metrics_url: str | None, dashboard: str = "http://127.0.0
     cap = RayAutoscalerCapacity(
         {p.name: p.gpus_per_node for p in pools}, {p.name: p.gpu for p in pools}, virtual=virtual
     )
-    return MetricsLoadSource(metrics_url), RayServeActuator(dashboard), cap, RayActorTraining()
+    load = MetricsLoadSource(metrics_url, window_s=rate_window_s)
+    return load, RayServeActuator(dashboard), cap, RayActorTraining()
 
 
 def start_controller_actor(
@@ -310,6 +369,7 @@ def start_controller_actor(
     address: str | None,
     metrics_url: str | None,
     record_path: Path | None,
+    dashboard: str = "http://127.0.0.1:8265",
 ) -> str:
     """Run the loop as a detached Ray actor (survives the CLI; one per cluster)."""
     import ray
@@ -336,7 +396,7 @@ def start_controller_actor(
             (d / "workloads.yaml").write_text(wl_text)
             fleet = load_fleet(d / "pools.yaml")
             wl = load_workloads(d / "workloads.yaml", fleet.catalog)
-            parts = live("auto", metrics_url)
+            parts = live("auto", metrics_url, dashboard, cfg.rate_window_s)
             self.ctl = Controller(
                 fleet, wl, *parts, cfg, record_path=str(record_path) if record_path else None
             )

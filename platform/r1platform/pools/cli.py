@@ -73,17 +73,30 @@ def plan_cmd(
 def control_cmd(
     pools: PoolsOpt,
     workloads: WorkloadsOpt,
-    interval: Annotated[float, typer.Option(help="Seconds between reconcile cycles.")] = 30.0,
+    interval: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds between reconcile cycles [default: 30, or R1P_CONTROL_INTERVAL_S]."
+        ),
+    ] = None,
     once: Annotated[bool, typer.Option(help="Run one cycle and exit.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Plan and record, act on nothing.")] = False,
     address: Annotated[str | None, typer.Option(help="Ray address (live mode).")] = None,
     metrics_url: Annotated[
         str | None, typer.Option(help="Prometheus text endpoint with Ray Serve metrics.")
     ] = None,
+    dashboard: Annotated[
+        str, typer.Option(help="Ray dashboard URL (Serve's REST API for replica targets).")
+    ] = "http://127.0.0.1:8265",
     actor: Annotated[bool, typer.Option(help="Run the loop as a detached Ray actor.")] = False,
     decisions_file: Annotated[Path | None, typer.Option("--decisions-file")] = None,
 ) -> None:
-    """Run the reconcile loop: live load -> plan -> Serve replicas, autoscaler, training."""
+    """Run the reconcile loop: live load -> plan -> Serve replicas, autoscaler, training.
+
+    Tuning (cooldowns, headroom, lend reserve, rate window...) comes from R1P_CONTROL_<FIELD>
+    environment variables; see docs/pools.md."""
+    from pydantic import ValidationError
+
     from . import actuators
     from .controller import Controller, ControllerConfig
     from .models import load_fleet
@@ -92,7 +105,14 @@ def control_cmd(
     try:
         fleet = load_fleet(pools)
         wl = load_workloads(workloads, fleet.catalog)
-        cfg = ControllerConfig(interval_s=interval)
+        try:
+            cfg = ControllerConfig(**({} if interval is None else {"interval_s": interval}))
+        except ValidationError as e:
+            first = e.errors()[0]
+            name = str(first["loc"][0])
+            given = name == "interval_s" and interval is not None
+            field = "--interval" if given else f"R1P_CONTROL_{name.upper()}"
+            raise _fail(ValueError(f"{field}: {first['msg']}")) from None
         if actor:
             name = actuators.start_controller_actor(
                 pools,
@@ -101,14 +121,15 @@ def control_cmd(
                 address=address,
                 metrics_url=metrics_url,
                 record_path=decisions_file,
+                dashboard=dashboard,
             )
-            out.print(f"controller actor {name!r} started (interval {interval:g}s)")
+            out.print(f"controller actor {name!r} started (interval {cfg.interval_s:g}s)")
             return
         if dry_run or address is None:
             parts = actuators.offline(wl)
             dry = True
         else:
-            parts = actuators.live(address, metrics_url)
+            parts = actuators.live(address, metrics_url, dashboard, cfg.rate_window_s)
             dry = False
         ctl = Controller(
             fleet,

@@ -23,6 +23,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from opentelemetry.trace import StatusCode
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from r1platform.telemetry import get_tracer, set_attributes
 
 from . import decisions as rec
@@ -60,7 +64,10 @@ class CapacityActuator(Protocol):
 
 
 class TrainingActuator(Protocol):
-    def current_gpus(self, job: str) -> int: ...
+    def current_gpus(self, job: str) -> int | None:
+        """GPUs the job holds now; None when the job is not running at all (it is then left
+        out of the plan: GPUs are lent only to jobs that can take them)."""
+        ...
 
     def request_checkpoint_and_shrink(self, job: str, gpus: int) -> None:
         """Checkpoint, then release GPUs down to `gpus` (0 = suspend after checkpoint).
@@ -70,27 +77,37 @@ class TrainingActuator(Protocol):
     def grow(self, job: str, gpus: int, pool: str) -> None: ...
 
 
-@dataclass
-class ControllerConfig:
-    interval_s: float = 30.0
-    headroom: float = 0.15  # plan for this much above the estimated rate
-    up_threshold: float = 0.05  # re-target up when demand exceeds the target by this fraction
-    down_threshold: float = 0.20  # ... and down only when it falls this far below
-    down_cooldown_s: float = 300.0  # no scale-down sooner than this after a scale-up
-    lend_cooldown_s: float = 600.0  # no lending to a job sooner than this after reclaiming
-    queue_drain_s: float = 30.0  # queued requests should drain within this time
+class ControllerConfig(BaseSettings):
+    """Loop tuning; every field can be set from the environment as R1P_CONTROL_<FIELD>."""
+
+    model_config = SettingsConfigDict(env_prefix="R1P_CONTROL_", extra="forbid")
+
+    interval_s: float = Field(30.0, gt=0)
+    headroom: float = Field(0.15, ge=0)  # plan for this much above the estimated rate
+    # Re-target up when demand exceeds the target by this fraction ...
+    up_threshold: float = Field(0.05, ge=0)
+    down_threshold: float = Field(0.20, ge=0, lt=1)  # ... and down only when it falls this far
+    down_cooldown_s: float = Field(300.0, ge=0)  # no scale-down sooner than this after a rise
+    lend_cooldown_s: float = Field(600.0, ge=0)  # no lending to a job this soon after a reclaim
+    queue_drain_s: float = Field(30.0, gt=0)  # queued requests should drain within this time
+    # Request rates are the counters' increase over this window (Prometheus rate()): longer
+    # than the metrics export interval, short enough to see a burst within a cycle or two.
+    rate_window_s: float = Field(30.0, gt=0)
     # Replicas take minutes to load weights, so provision for where a rising rate will be
     # this far ahead (linear trend of the last two reads); falling rates are not extrapolated.
-    lookahead_s: float = 300.0
+    lookahead_s: float = Field(300.0, ge=0)
     # Keep this share of a pool's serving GPUs un-lent so small rises need no reclaim
     # (each reclaim costs the job a checkpoint and a restart).
-    lend_reserve: float = 0.10
-    plan_time_limit_s: float = 5.0
+    lend_reserve: float = Field(0.10, ge=0)
+    # A lent grow the job has not taken up by then is given up (the job may be gone or its
+    # workers unschedulable); until then the GPUs count as the job's.
+    grow_timeout_s: float = Field(600.0, gt=0)
+    plan_time_limit_s: float = Field(5.0, gt=0)
     # Take GPUs back from training only when that makes serving this much cheaper (or when
     # the free GPUs cannot carry the load): every reclaim costs a checkpoint and a restart.
-    reclaim_tolerance: float = 0.05
+    reclaim_tolerance: float = Field(0.05, ge=0)
     # Re-planning every cycle: a 0.1% optimality gap is far below load noise and 10x faster.
-    mip_gap: float = 1e-3
+    mip_gap: float = Field(1e-3, ge=0)
 
 
 @dataclass
@@ -102,6 +119,7 @@ class Memory:
     last_up: dict[str, float] = field(default_factory=dict)
     last_reclaim: dict[str, float] = field(default_factory=dict)
     pending_shrink: dict[str, int] = field(default_factory=dict)
+    pending_grow: dict[str, tuple[int, float]] = field(default_factory=dict)  # (gpus, since)
     job_pool: dict[str, str] = field(default_factory=dict)
     layout: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     cycle: int = 0
@@ -271,7 +289,7 @@ def decide(
         before = training_now.get(job, 0)
         after = want_t[job]
         if after <= before or job in mem.pending_shrink:
-            continue
+            continue  # `before` already counts a grow the job has not taken up yet
         if now - mem.last_reclaim.get(job, -1e18) < cfg.lend_cooldown_s:
             continue
         serving_q = sum(n * per_replica.get((d, pq), 1) for (d, pq), n in want_s.items() if pq == q)
@@ -332,12 +350,25 @@ class Controller:
         with self.tracer.start_as_current_span("pools.reconcile") as root:
             loads = self.load.read()
             serving_now = self.serve.current_replicas()
-            training_now = {
-                j.name: self.training.current_gpus(j.name) for j in self.workloads.training
-            }
+            raw_gpus = {j.name: self.training.current_gpus(j.name) for j in self.workloads.training}
+            absent = sorted(j for j, g in raw_gpus.items() if g is None)
+            workloads = self.workloads
+            if absent:
+                workloads = workloads.model_copy(
+                    update={"training": [j for j in workloads.training if j.name not in absent]}
+                )
+                set_attributes(root, {"jobs_not_running": ",".join(absent)})
+            held_now = {j: int(g) for j, g in raw_gpus.items() if g is not None}
             for job, pending in list(self.mem.pending_shrink.items()):
-                if training_now.get(job, 0) <= pending:
+                if held_now.get(job, 0) <= pending:
                     del self.mem.pending_shrink[job]  # the job checkpointed and released
+            for job, (want, since) in list(self.mem.pending_grow.items()):
+                if held_now.get(job, 0) >= want or now - since > self.cfg.grow_timeout_s:
+                    del self.mem.pending_grow[job]  # taken up (or given up on)
+            # A grow in flight counts as held: its GPUs are spoken for (no double booking).
+            training_now = {
+                j: max(g, self.mem.pending_grow.get(j, (0, 0.0))[0]) for j, g in held_now.items()
+            }
             defaults = {w.name: w.request_rate for w in self.workloads.serving}
             prev_rates = dict(self.mem.rates)
             rates = target_rates(loads, self.mem, now, self.cfg, defaults)
@@ -359,13 +390,15 @@ class Controller:
                 try:
                     pinned = {k: v for k, v in self.mem.layout.items() if serving_now.get(k, 0) > 0}
                     try:
-                        p = self._plan(fleet, rates, pinned, keep, job_pools, training_now, ps)
+                        p = self._plan(
+                            fleet, workloads, rates, pinned, keep, job_pools, training_now, ps
+                        )
                     except InfeasibleError:
                         # Headroom and lookahead are wishes; the measured load is the need.
                         raw = {k: v.request_rate for k, v in loads.items() if k in rates}
                         p = plan(
                             fleet,
-                            self.workloads,
+                            workloads,
                             rates={**rates, **raw},
                             pinned=pinned,
                             job_pools=job_pools,
@@ -391,7 +424,7 @@ class Controller:
                 )
             self.last_plan = p
             cost_before = serving_cost(p, serving_now)
-            jobs = self.workloads.training
+            jobs = workloads.training
             actions = decide(
                 fleet,
                 p,
@@ -428,8 +461,11 @@ class Controller:
                         "cost_per_hour_after": cost_after,
                         "dry_run": self.dry_run,
                     }
+                    error = self._apply(a, now)
+                    if error:
+                        attrs["error"] = error
+                        s.set_status(StatusCode.ERROR, error)
                     set_attributes(s, attrs)
-                    self._apply(a, now)
                     out.append(
                         self._decision(
                             a.kind,
@@ -442,6 +478,7 @@ class Controller:
                             cost_before,
                             cost_after,
                             s,
+                            error,
                         )
                     )
             self._request_capacity(fleet, p)
@@ -458,7 +495,7 @@ class Controller:
             self._write(out)
             return out
 
-    def _plan(self, fleet, rates, pinned, keep, job_pools, training_now, span) -> Plan:
+    def _plan(self, fleet, workloads, rates, pinned, keep, job_pools, training_now, span) -> Plan:
         kw = dict(
             rates=rates,
             pinned=pinned,
@@ -467,7 +504,7 @@ class Controller:
             time_limit_s=self.cfg.plan_time_limit_s,
             mip_gap=self.cfg.mip_gap,
         )
-        full = plan(fleet, self.workloads, **kw)
+        full = plan(fleet, workloads, **kw)
         held: dict[str, int] = defaultdict(int)
         for job, g in training_now.items():
             q = self.mem.job_pool.get(job)
@@ -476,7 +513,7 @@ class Controller:
         if not held:
             return full
         try:
-            free = plan(fleet, self.workloads, held=held, **kw)
+            free = plan(fleet, workloads, held=held, **kw)
         except PoolsError:
             set_attributes(span, {"reclaim_needed": True})
             return full
@@ -491,20 +528,28 @@ class Controller:
             return free
         return full
 
-    def _apply(self, a: Action, now: float) -> None:
+    def _apply(self, a: Action, now: float) -> str | None:
+        """Act; an actuator's failure is returned (recorded on the span and the decision), so
+        one unreachable deployment or job cannot stop the loop for all the others."""
         if self.dry_run:
-            return
-        if a.kind == "scale":
-            self.serve.set_replicas(a.target, a.pool, a.after)
-            if a.after > a.before:
-                self.mem.last_up[a.target] = now
-        elif a.kind == "reclaim":
-            self.training.request_checkpoint_and_shrink(a.target, a.after)
-            self.mem.pending_shrink[a.target] = a.after
-            self.mem.last_reclaim[a.target] = now
-        else:
-            self.training.grow(a.target, a.after, a.pool)
-            self.mem.job_pool[a.target] = a.pool
+            return None
+        try:
+            if a.kind == "scale":
+                self.serve.set_replicas(a.target, a.pool, a.after)
+                if a.after > a.before:
+                    self.mem.last_up[a.target] = now
+            elif a.kind == "reclaim":
+                self.training.request_checkpoint_and_shrink(a.target, a.after)
+                self.mem.pending_shrink[a.target] = a.after
+                self.mem.pending_grow.pop(a.target, None)
+                self.mem.last_reclaim[a.target] = now
+            else:
+                self.training.grow(a.target, a.after, a.pool)
+                self.mem.job_pool[a.target] = a.pool
+                self.mem.pending_grow[a.target] = (a.after, now)
+        except Exception as e:
+            return f"{type(e).__name__}: {e}"
+        return None
 
     def _request_capacity(self, fleet: Fleet, p: Plan) -> None:
         want = {u.pool: u.gpus_serving + u.gpus_training for u in p.pools}
@@ -513,7 +558,7 @@ class Controller:
             if not self.dry_run:
                 self.capacity.request(want)
 
-    def _decision(self, kind, target, pool, gpu, before, after, reason, cb, ca, span):
+    def _decision(self, kind, target, pool, gpu, before, after, reason, cb, ca, span, error=None):
         ctx = span.get_span_context()
         return rec.Decision(
             ts=self.clock(),
@@ -527,7 +572,8 @@ class Controller:
             reason=reason,
             cost_per_hour_before=cb,
             cost_per_hour_after=ca,
-            applied=not self.dry_run,
+            applied=not self.dry_run and error is None,
+            error=error,
             trace_id=f"{ctx.trace_id:032x}" if ctx and ctx.trace_id else None,
         )
 

@@ -32,6 +32,7 @@ class Decision:
     cost_per_hour_after: float | None = None
     applied: bool = True
     trace_id: str | None = None
+    error: str | None = None  # why applying it failed (applied is then False)
 
 
 def state_dir() -> Path:

@@ -114,7 +114,7 @@ def decisions_table(decisions: Sequence[Decision]) -> Table:
         t.add_row(
             stamp,
             str(d.cycle),
-            d.kind + ("" if d.applied else " (dry)"),
+            d.kind + ("" if d.applied else " (failed)" if d.error else " (dry)"),
             d.target,
             d.pool or "-",
             d.gpu or "-",
@@ -122,6 +122,6 @@ def decisions_table(decisions: Sequence[Decision]) -> Table:
             f"{d.after:g}",
             "-" if d.cost_per_hour_before is None else _money(d.cost_per_hour_before),
             "-" if d.cost_per_hour_after is None else _money(d.cost_per_hour_after),
-            d.reason,
+            d.reason + (f" [failed: {d.error}]" if d.error else ""),
         )
     return t

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from r1platform.pools.actuators import (
     RayAutoscalerCapacity,
     parse_serve_metrics,
@@ -59,3 +60,31 @@ def test_ingress_metrics_are_a_load_source():
         'r1p_requests_in_flight{model="tiny-r1"} 3.0\n'
     )
     assert parse_serve_metrics(text) == {"tiny-r1": (9.0, 3.0, 0.0)}
+
+
+def _counter(**replicas: float) -> str:
+    lines = ["# TYPE ray_serve_deployment_request_counter_total counter"]
+    for r, v in replicas.items():
+        lines.append(
+            f'ray_serve_deployment_request_counter_total{{deployment="chat@l4",replica="{r}"}} {v}'
+        )
+    return "\n".join(lines) + "\n"
+
+
+def test_rate_is_windowed_and_survives_replica_restarts_and_removals():
+    from r1platform.pools.actuators import MetricsLoadSource, parse_serve_series
+
+    src = MetricsLoadSource(url="unused", window_s=20)
+    read = lambda t, **reps: src.observe(t, parse_serve_series(_counter(**reps)))["chat"]  # noqa: E731
+    assert read(0, a=100).request_rate == 0  # baseline
+    # Ray's agent exports every ~10 s: reads in between see no change, then a jump.
+    assert read(5, a=100).request_rate == 0
+    assert read(10, a=150).request_rate == pytest.approx(5.0)
+    assert read(15, a=150).request_rate == pytest.approx(50 / 15)
+    assert read(20, a=200).request_rate == pytest.approx(5.0)
+    # Replica b starts (from 0), a restarts (counter reset), a is later removed: no negative
+    # or missed requests, as Prometheus' rate() would count them.
+    assert read(30, a=200, b=50).request_rate == pytest.approx(100 / 20)
+    assert read(40, a=30, b=100).request_rate == pytest.approx((50 + 30 + 50) / 20)
+    assert read(50, b=150).request_rate == pytest.approx((30 + 50 + 50) / 20)
+    assert read(80, b=150).request_rate == 0  # the window moved past the last request

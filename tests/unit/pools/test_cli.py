@@ -129,3 +129,15 @@ def test_control_once_then_decisions(app, tmp_path):
     assert r.exit_code == 0 and "no decisions recorded" in r.stdout
     r = _run(app, "decisions", "--last", 0)
     assert r.exit_code == 1 and r.stderr.startswith("error:")
+
+
+def test_control_tuning_errors_name_the_setting(app, tmp_path, monkeypatch):
+    args = ("control", "-p", POOLS, "-w", WORKLOADS, "--once", "--dry-run")
+    rec = ("--decisions-file", tmp_path / "d.jsonl")
+    monkeypatch.setenv("R1P_CONTROL_LEND_RESERVE", "lots")
+    r = _run(app, *args, *rec)
+    assert r.exit_code == 1 and r.stderr.startswith("error: R1P_CONTROL_LEND_RESERVE")
+    monkeypatch.delenv("R1P_CONTROL_LEND_RESERVE")
+    r = _run(app, *args, *rec, "--interval", 0)
+    assert r.exit_code == 1 and r.stderr.startswith("error: --interval")
+    assert "Traceback" not in r.output

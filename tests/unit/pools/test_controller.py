@@ -190,3 +190,96 @@ def test_dry_run_acts_on_nothing(setup):
     ds = ctl.step()
     assert ds and all(not d.applied for d in ds)
     assert serve.replicas == {} and train.gpus == {} and cap.requested == {}
+
+
+class SlowGrowTraining(MemoryTraining):
+    """A job that takes `lag` reads of current_gpus to start workers after a grow (the real
+    job checkpoints and restarts its trainer first)."""
+
+    def __init__(self, lag: int) -> None:
+        super().__init__()
+        self.lag, self.grows, self.wanted = lag, 0, {}
+
+    def current_gpus(self, job: str) -> int:
+        if job in self.wanted:
+            gpus, left = self.wanted[job]
+            if left <= 1:
+                self.gpus[job] = gpus
+                del self.wanted[job]
+            else:
+                self.wanted[job] = (gpus, left - 1)
+        return self.gpus.get(job, 0)
+
+    def grow(self, job: str, gpus: int, pool: str) -> None:
+        self.grows += 1
+        self.pool[job] = pool
+        self.wanted[job] = (gpus, self.lag)
+
+
+def test_a_grow_in_flight_is_neither_repeated_nor_double_booked(setup):
+    ctl, load, serve, _cap, _train, clock = setup
+    train = SlowGrowTraining(lag=3)
+    train.gpus["grpo"] = 2
+    ctl.training = train
+    ctl.step()
+    lent = train.wanted["grpo"][0]
+    assert lent > 2 and train.grows == 1
+    load.rate = 1.05  # a small rise inside the reserve: serving may not take the lent GPUs
+    for _ in range(3):
+        clock.t += 30
+        ds = ctl.step()
+        assert not [d for d in ds if d.kind == "lend"]  # no re-lend while the job starts
+        serving_gpus = _used(serve, train, ctl) - train.gpus["grpo"]
+        assert serving_gpus + lent <= 16  # the lent GPUs stay booked while the job starts
+    assert train.grows == 1 and train.gpus["grpo"] == lent
+    assert ctl.mem.pending_grow == {}
+
+
+def test_a_grow_never_taken_up_is_given_up_after_the_timeout(setup):
+    ctl, _load, _serve, _cap, _train, clock = setup
+    train = SlowGrowTraining(lag=10**9)  # the job never starts the workers
+    train.gpus["grpo"] = 2
+    ctl.training = train
+    ctl.cfg = ctl.cfg.model_copy(update={"grow_timeout_s": 90})
+    ctl.step()
+    clock.t += 60
+    ctl.step()
+    assert train.grows == 1
+    clock.t += 60  # past the timeout: the GPUs are not the job's after all; offer again
+    ctl.step()
+    assert train.grows == 2
+
+
+class AbsentJob(MemoryTraining):
+    def current_gpus(self, job: str) -> int | None:
+        return None
+
+
+class BrokenServe(MemoryServe):
+    def set_replicas(self, deployment: str, pool: str, replicas: int) -> None:
+        raise LookupError(f"Serve deployment '{deployment}@{pool}' not found in any application")
+
+
+def test_jobs_not_running_get_nothing_and_failures_are_recorded_not_raised(setup):
+    ctl, _load, _serve, _cap, _train, _clock = setup
+    ctl.training, ctl.serve = AbsentJob(), BrokenServe()
+    _EXPORTER.clear()
+    ds = ctl.step()
+    assert [d.kind for d in ds] == ["scale"]  # no lend to a job that is not running
+    assert ctl.last_plan.training == []
+    assert not ds[0].applied and "not found" in ds[0].error
+    span = next(s for s in _EXPORTER.get_finished_spans() if s.name == "pools.scale")
+    assert span.status.status_code.name == "ERROR" and "not found" in span.attributes["error"]
+    root = next(s for s in _EXPORTER.get_finished_spans() if s.name == "pools.reconcile")
+    assert root.attributes["jobs_not_running"] == "grpo"
+    assert rec.read_last(5, ctl.record_path)[-1].error == ds[0].error
+
+
+def test_controller_config_reads_the_environment(monkeypatch):
+    monkeypatch.setenv("R1P_CONTROL_DOWN_COOLDOWN_S", "12")
+    monkeypatch.setenv("R1P_CONTROL_LEND_RESERVE", "0")
+    cfg = ControllerConfig(interval_s=2)
+    assert (cfg.interval_s, cfg.down_cooldown_s, cfg.lend_reserve) == (2, 12, 0)
+    monkeypatch.setenv("R1P_CONTROL_HEADROOM", "-1")
+    with pytest.raises(ValueError, match="headroom"):
+        ControllerConfig()
