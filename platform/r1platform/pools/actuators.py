@@ -49,6 +49,10 @@ _COLUMNS = {
 Series = tuple[str, int, tuple[tuple[str, str], ...]]  # (deployment, column, all labels)
 
 
+def _is_inference_route(route: str | None) -> bool:
+    return route is None or (route.startswith("/v1/") and route != "/v1/models")
+
+
 def parse_serve_series(text: str) -> dict[Series, float]:
     """Prometheus text -> one value per series that describes Serve load, keyed by logical
     deployment, column (0 requests_total, 1 ongoing, 2 queued) and the series' own labels.
@@ -68,6 +72,8 @@ def parse_serve_series(text: str) -> dict[Series, float]:
             label = "model" if name.startswith("r1p_") else "deployment"
             if name not in _COLUMNS or label not in s.labels or s.labels[label] == "unknown":
                 continue
+            if not _is_inference_route(s.labels.get("route")):
+                continue  # health probes and scrapes are not load
             d, _ = parse_serve_name(s.labels[label])
             key = (d, _COLUMNS[name], tuple(sorted({**s.labels, "__name__": name}.items())))
             out[key] = out.get(key, 0.0) + float(s.value)

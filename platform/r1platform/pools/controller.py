@@ -116,6 +116,7 @@ class Memory:
 
     rates: dict[str, float] = field(default_factory=dict)
     seen: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> (t, rate)
+    wants: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # recent demand
     last_up: dict[str, float] = field(default_factory=dict)
     last_reclaim: dict[str, float] = field(default_factory=dict)
     pending_shrink: dict[str, int] = field(default_factory=dict)
@@ -140,8 +141,10 @@ def target_rates(
     cfg: ControllerConfig,
     defaults: Mapping[str, float],
 ) -> dict[str, float]:
-    """Hysteresis: move up at once when demand passes the band, down only after the cooldown
-    and when it falls well below; otherwise keep the previous target."""
+    """Hysteresis: move up at once when demand passes the band; move down only to the highest
+    demand seen over the last down_cooldown_s, and only when that is well below the target
+    (Kubernetes HPA's scale-down stabilization). A metrics pipeline that exports every ~10 s
+    shows steady load as dips and spikes; a single dip must not release replicas."""
     out = {}
     for name, default in defaults.items():
         prev = mem.rates.get(name)
@@ -151,11 +154,14 @@ def target_rates(
             t0, r0 = mem.seen[name]
             slope = (load.request_rate - r0) / (now - t0)
         want = demand(load, cfg, slope) if load is not None else default
-        up = prev is None or want > prev * (1 + cfg.up_threshold)
-        cooled = now - mem.last_up.get(name, -1e18) >= cfg.down_cooldown_s
-        down = prev is not None and want < prev * (1 - cfg.down_threshold) and cooled
-        if up or down:
+        hist = [(t, w) for t, w in mem.wants.get(name, []) if now - t < cfg.down_cooldown_s]
+        hist.append((now, want))
+        mem.wants[name] = hist
+        stable = max(w for _, w in hist)
+        if prev is None or want > prev * (1 + cfg.up_threshold):
             out[name] = want
+        elif stable < prev * (1 - cfg.down_threshold):
+            out[name] = stable
         else:
             out[name] = prev
     return out

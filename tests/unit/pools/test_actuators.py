@@ -88,3 +88,14 @@ def test_rate_is_windowed_and_survives_replica_restarts_and_removals():
     assert read(40, a=30, b=100).request_rate == pytest.approx((50 + 30 + 50) / 20)
     assert read(50, b=150).request_rate == pytest.approx((30 + 50 + 50) / 20)
     assert read(80, b=150).request_rate == 0  # the window moved past the last request
+
+
+def test_probes_and_scrapes_are_not_load():
+    text = (
+        "# TYPE ray_serve_deployment_request_counter_total counter\n"
+        'ray_serve_deployment_request_counter_total{deployment="chat@l4",route="/v1/chat/completions"} 5\n'
+        'ray_serve_deployment_request_counter_total{deployment="chat@l4",route="/v1/completions"} 2\n'
+        'ray_serve_deployment_request_counter_total{deployment="chat@l4",route="/"} 40\n'
+        'ray_serve_deployment_request_counter_total{deployment="chat@l4",route="/v1/models"} 3\n'
+    )
+    assert parse_serve_metrics(text)["chat"] == (7.0, 0.0, 0.0)

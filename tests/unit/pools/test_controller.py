@@ -283,3 +283,18 @@ def test_controller_config_reads_the_environment(monkeypatch):
     monkeypatch.setenv("R1P_CONTROL_HEADROOM", "-1")
     with pytest.raises(ValueError, match="headroom"):
         ControllerConfig()
+
+
+def test_a_dip_shorter_than_the_stabilization_window_releases_nothing():
+    # Ray exports metrics every ~10 s, so a steady 10 rps reads as 10, 4, 10, 16, ...
+    cfg = ControllerConfig(headroom=0.0, down_threshold=0.2, down_cooldown_s=30)
+    mem = Memory(rates={"a": 10.0})
+    d = {"a": 1.0}
+    got = []
+    for t, r in [(100, 10.0), (110, 4.0), (120, 10.0), (130, 9.0), (140, 4.0)]:
+        mem.rates = target_rates({"a": DeploymentLoad(0, 0, r)}, mem, t, cfg, d)
+        got.append(mem.rates["a"])
+    assert got == [10.0] * 5
+    for t in (150, 160, 170):  # a real fall: down once every read in the window is low
+        mem.rates = target_rates({"a": DeploymentLoad(0, 0, 4.0)}, mem, t, cfg, d)
+    assert mem.rates["a"] == 4.0
