@@ -3,9 +3,16 @@ training queue, same fleet, same run.
 
     .venv/bin/python bench/fleet_sim.py [--gpus 1000] [--hours 24] [--deployments 8]
                                         [--jobs 16] [--trace synthetic|azure|FILE.csv]
+                                        [--size-mix none|trace] [--all-single-types]
 
 Cost is serving $ over the run (what each policy pays for GPUs that serve); harvest share is
 training GPU-hours over the GPU-hours serving left idle.
+
+--size-mix trace gives every deployment a request-size mix (3 x 3 log-normal quantile buckets
+of input and output length around its averages, spread as the trace's: measured from the CSV,
+or the Azure-format sample's for the synthetic trace), which the planner routes per class.
+--all-single-types also runs the single-type baseline on each GPU type of the fleet and names
+the cheapest one that holds the SLO.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import argparse
 
 from benchutil import quiet_stdout
 from r1platform.pools import scenarios, sim, trace
+from r1platform.pools.errors import PoolsError
 
 
 def main() -> int:
@@ -27,6 +35,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--interval", type=float, default=120.0)
     ap.add_argument("--single-gpu", default="H100")
+    ap.add_argument("--size-mix", choices=["none", "trace"], default="none")
+    ap.add_argument("--all-single-types", action="store_true")
     args = ap.parse_args()
 
     cfg = sim.SimConfig(
@@ -39,7 +49,10 @@ def main() -> int:
         tr = trace.azure_csv(path, cfg.tick_s)
     fleet = scenarios.fleet(args.gpus)
     gpus = sum(p.gpus_capacity for p in fleet.pools)
-    wl = scenarios.workloads(args.deployments, seed=args.seed + 2, total_gpus=gpus, load=args.load)
+    sigma = (tr.sigma_input, tr.sigma_output) if args.size_mix == "trace" else None
+    wl = scenarios.workloads(
+        args.deployments, seed=args.seed + 2, total_gpus=gpus, load=args.load, size_sigma=sigma
+    )
     jobs = sim.job_queue(args.jobs, args.seed, cfg.duration_s, gpus)
     with quiet_stdout():
         results = sim.run_all(fleet, list(wl.serving), jobs, tr, cfg, args.single_gpu)
@@ -47,7 +60,12 @@ def main() -> int:
     print(
         f"## Fleet simulation: {gpus:,} GPUs ({len(fleet.pools)} types), "
         f"{args.deployments} deployments, {args.jobs} GRPO jobs, {args.hours:g} h "
-        f"{args.trace} trace (peak/mean {tr.peak:.2f}), seed {args.seed}"
+        f"{args.trace} trace (peak/mean {tr.peak:.2f}), seed {args.seed}, size mix "
+        + (
+            f"3x3 classes (sigma in {sigma[0]:.2f}, out {sigma[1]:.2f})"
+            if sigma
+            else "none (every request at its deployment's averages)"
+        )
     )
     print(
         "| policy | serving cost $ | vs r1p | SLO attainment | GPU util | harvested GPU-h "
@@ -73,6 +91,39 @@ def main() -> int:
         f"r1p SLO attainment {100 * ours.slo_attainment:.2f}% (target >= 99%); harvest share "
         f"{100 * ours.harvest_share:.1f}% (target >= 50%)"
     )
+    if args.all_single_types:
+        print()
+        print(
+            "| single-type fleet (same GPU count) | serving cost $ | r1p cost vs it | SLO attainment |"
+        )
+        print("|---|---|---|---|")
+        ok = []
+        for p in fleet.pools:
+            try:
+                with quiet_stdout():
+                    r = sim.simulate(
+                        "single-type",
+                        sim.single_type_fleet(fleet, p.gpu),
+                        list(wl.serving),
+                        jobs,
+                        tr,
+                        cfg,
+                    )
+            except PoolsError as e:
+                print(f"| {p.gpu} | - | - | cannot serve: {str(e).splitlines()[0][:80]} |")
+                continue
+            print(
+                f"| {p.gpu} | {r.cost:,.0f} | {100 * (1 - ours.cost / r.cost):+.1f}% lower | "
+                f"{100 * r.slo_attainment:.2f}% |"
+            )
+            if r.slo_attainment >= 0.99:
+                ok.append((r.cost, p.gpu))
+        if ok:
+            cost, gpu = min(ok)
+            print(
+                f"\nbest single type at >= 99% SLO: {gpu}; r1p cost vs it: "
+                f"{100 * (1 - ours.cost / cost):+.1f}% lower (target >= 30%)"
+            )
     return 0
 
 

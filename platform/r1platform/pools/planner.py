@@ -8,6 +8,12 @@ Lexicographic objective, solved as a sequence of exact ILPs (scipy.optimize.milp
 Variables are aggregated: integer replicas per (deployment, pool, TP/PP option) and integer GPUs
 per (job, pool) with one binary per (job, pool) (a job runs in one pool), so model size does not
 grow with the fleet's GPU count. A greedy heuristic answers when HiGHS finds nothing in time.
+
+Deployments with a request-size mix (`size_mix`, Melange-style) get, on top of the integer
+replicas, one continuous variable per (size class, option): the class's requests/s routed to
+that layout. Each class's demand must be routed in full, and a layout's replicas must cover the
+time its routed classes take (sum over classes of routed rps / the layout's rps for that class).
+A deployment without a mix is one class, for which this reduces to the plain capacity row.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ from .workloads import ServingWorkload, TrainingJob, Workloads
 # Above this many replica options, stage 1 anchors the ILP on its LP relaxation (see
 # _solve_serving); below it the ILP is solved from scratch, exactly.
 EXACT_MAX_OPTIONS = 150
+# Size-mixed deployments add continuous routing columns that make HiGHS' branch and bound much
+# slower (seconds at 8 deployments x 9 classes); above this many options they are LP-anchored.
+EXACT_MAX_MIXED_OPTIONS = 40
 # Mixed precision AdamW under FSDP: bf16 weights + grads (4 B/param) + fp32 master, m, v
 # (12 B/param), sharded over the job's GPUs (ZeRO-3 / FSDP full shard). Activations excluded.
 TRAIN_BYTES_PER_PARAM = 16.0
@@ -50,6 +59,13 @@ class Option:
     tpot_s: float
     prefill_s: float
     source: str
+    # Replica rps within the SLO per size class of the deployment (0: this layout cannot serve
+    # the class); replica_capacity_rps is the rps at the mix of the classes it can serve.
+    class_capacity_rps: tuple[float, ...] = ()
+
+    @property
+    def class_caps(self) -> tuple[float, ...]:
+        return self.class_capacity_rps or (self.replica_capacity_rps,)
 
     @property
     def cost_per_rps(self) -> float:
@@ -118,6 +134,7 @@ class Plan:
                 "tpot_s": round(o.tpot_s, 6),
                 "prefill_s": round(o.prefill_s, 6),
                 "source": o.source,
+                "class_capacity_rps": [round(c, 6) for c in o.class_caps],
             }
             for o in self.options
         ]
@@ -139,11 +156,15 @@ Profiles = Mapping[tuple[str, str, int, int], float]  # (model, gpu, tp, pp) -> 
 def build_options(
     fleet: Fleet, serving: Sequence[ServingWorkload], profiles: Profiles | None = None
 ) -> list[Option]:
-    """Every feasible (deployment, pool, TP/PP) replica layout, with its capacity and price."""
+    """Every feasible (deployment, pool, TP/PP) replica layout, with its capacity and price.
+
+    With a size mix, a layout is kept when it serves at least one class within the SLO; its
+    replica_capacity_rps is then the rps at the mix of the classes it serves."""
     profiles = profiles or {}
     out: list[Option] = []
     for w in serving:
         spec = fitmod.model_spec(w.model)
+        classes = w.size_classes()
         for pool in fleet.pools:
             if w.gpu_types and pool.gpu not in w.gpu_types:
                 continue
@@ -152,18 +173,30 @@ def build_options(
             for f in fitmod.fits(spec, gpu, pool.gpus_per_node, pool.max_nodes or 0, w.kv_tokens()):
                 if f.gpus > pool.gpus_capacity:
                     continue
-                t = fitmod.estimate(
-                    spec,
-                    gpu,
-                    f,
-                    w.avg_input_tokens,
-                    w.avg_output_tokens,
-                    w.slo.slo(),
-                    profiles.get((spec.name, gpu.name, f.tp, f.pp))
-                    or (w.replica_rps or {}).get(pool.gpu),
-                )
-                if t is None or t.capacity_rps <= 0:
+                measured = profiles.get((spec.name, gpu.name, f.tp, f.pp)) or (
+                    w.replica_rps or {}
+                ).get(pool.gpu)
+                ests = [
+                    fitmod.estimate(spec, gpu, f, tin, tout, w.slo.slo(), measured)
+                    for _share, tin, tout in classes
+                ]
+                caps = tuple(t.capacity_rps if t is not None else 0.0 for t in ests)
+                served = [(c[0], cap) for c, cap in zip(classes, caps, strict=True) if cap > 0]
+                if not served:
                     continue
+                # Batch, TPOT and prefill of the average request, else of the fastest class.
+                t = fitmod.estimate(
+                    spec, gpu, f, w.avg_input_tokens, w.avg_output_tokens, w.slo.slo(), measured
+                )
+                if len(classes) > 1 or t is None:
+                    share_served = sum(sh for sh, _ in served)
+                    mix_rps = share_served / sum(sh / cap for sh, cap in served)
+                    if t is None:
+                        t = max(
+                            (e for e in ests if e is not None),
+                            key=lambda e: e.capacity_rps,
+                        )
+                    t = fitmod.Throughput(mix_rps, t.batch, t.tpot_s, t.prefill_s, t.source)
                 out.append(
                     Option(
                         w.name,
@@ -178,6 +211,7 @@ def build_options(
                         t.tpot_s,
                         t.prefill_s,
                         t.source,
+                        caps if len(classes) > 1 else (),
                     )
                 )
     return out
@@ -199,9 +233,20 @@ def prune(options: Sequence[Option]) -> list[Option]:
         opts = groups[key]
         best = min(opts, key=lambda o: (o.cost_per_rps, o.gpus_per_replica))
         small = min(opts, key=lambda o: (o.gpus_per_replica, o.cost_per_rps))
-        kept.append(best)
-        if small is not best and small.cost_per_rps < best.cost_per_rps * 1.5:
-            kept.append(small)
+        mine = [best]
+        # With a size mix, also the cheapest layout per rps of each class.
+        for c in range(len(best.class_capacity_rps)):
+            serve = [o for o in opts if o.class_caps[c] > 0]
+            if serve:
+                b = min(
+                    serve,
+                    key=lambda o: (o.replica_cost_per_hour / o.class_caps[c], o.gpus_per_replica),
+                )
+                if b not in mine:
+                    mine.append(b)
+        if small not in mine and small.cost_per_rps < best.cost_per_rps * 1.5:
+            mine.append(small)
+        kept.extend(mine)
     return kept
 
 
@@ -252,11 +297,14 @@ class _Model:
     def __init__(self) -> None:
         self.lb: list[float] = []
         self.ub: list[float] = []
+        self.integer: list[bool] = []
         self.rows: list[tuple[dict[int, float], float, float]] = []
+        self.routed: dict[tuple[int, int], int] = {}  # (option index, size class) -> column
 
-    def var(self, lb: float, ub: float) -> int:
+    def var(self, lb: float, ub: float, integer: bool = True) -> int:
         self.lb.append(lb)
         self.ub.append(ub)
+        self.integer.append(integer)
         return len(self.lb) - 1
 
     def row(self, coefs: dict[int, float], lo: float, hi: float) -> None:
@@ -276,7 +324,7 @@ class _Model:
         cons = [LinearConstraint(a, lo, hi)] if self.rows else []
         return milp(
             c,
-            integrality=np.ones(n) if integral else np.zeros(n),
+            integrality=np.array(self.integer, dtype=float) if integral else np.zeros(n),
             bounds=Bounds(np.array(self.lb), np.array(self.ub)),
             constraints=cons,
             options={"time_limit": max(time_limit, 0.05), "mip_rel_gap": gap, "presolve": True},
@@ -325,7 +373,12 @@ def plan(
         ]
     _check_every_deployment_has_options(fleet, serving, all_options)
     # Small models are solved over every option, exactly; pruning only pays at scale.
-    big = len(all_options) > EXACT_MAX_OPTIONS and not exact
+    limit = (
+        EXACT_MAX_MIXED_OPTIONS
+        if any(len(w.size_classes()) > 1 for w in serving)
+        else EXACT_MAX_OPTIONS
+    )
+    big = len(all_options) > limit and not exact
     options = prune(all_options) if big else list(all_options)
     # Per-call settings read deep inside the model builders (reset on every call).
     _FLOORS.set({})
@@ -338,9 +391,10 @@ def plan(
 
     solver: dict = {"method": method}
     x: np.ndarray | None = None
+    eff: dict[int, float] = {}
     if method == "ilp":
         trainable = {p.name for j in workloads.training for p in _training_pools(j, fleet)}
-        x, status, info = _solve_serving(
+        x, status, info, eff = _solve_serving(
             fleet, active, options, deadline, mip_gap, trainable, anchor=big
         )
         solver["serving_status"] = status
@@ -348,7 +402,7 @@ def plan(
         if x is None and status == "infeasible":
             _raise_infeasible(fleet, active, options, deadline)
     if x is None:
-        x = _greedy_serving(fleet, active, options)
+        x, eff = _greedy_serving(fleet, active, options)
         solver["method"] = "greedy" if method == "greedy" else "greedy-fallback"
         if x is None:
             _raise_infeasible(fleet, active, options, deadline)
@@ -367,7 +421,7 @@ def plan(
             train = _greedy_training(fleet, options, x, jobs)
     solver["time_s"] = round(time.perf_counter() - t0, 4)
     solver["variables"] = len(options) + 2 * len(jobs) * len(fleet.pools)
-    return _assemble(fleet, serving, options, all_options, x, train, jobs, solver)
+    return _assemble(fleet, serving, options, all_options, x, eff, train, jobs, solver)
 
 
 def _check_every_deployment_has_options(fleet, serving, options) -> None:
@@ -400,14 +454,25 @@ def _serving_model(fleet, active, options, slack: bool = False):
     rate = {w.name: w.request_rate for w in active}
     least = {w.name: w.min_replicas for w in active}
     floors = dict(_FLOORS.get() or {})
+    shares = {w.name: [c[0] for c in w.size_classes()] for w in active}
     xs = []
     for o in options:
         # More replicas of one option than cover the whole demand alone is never optimal; the
         # tight bound shrinks HiGHS' branch-and-bound tree by orders of magnitude.
-        need = max(
-            fitmod.ceil_div(rate.get(o.deployment, 0.0), o.replica_capacity_rps),
-            least.get(o.deployment, 0),
+        r = rate.get(o.deployment, 0.0)
+        alone = (
+            fitmod.ceil_div(
+                sum(
+                    r * sh / rps
+                    for sh, rps in zip(shares[o.deployment], o.class_caps, strict=True)
+                    if rps
+                ),
+                1.0,
+            )
+            if o.class_capacity_rps and o.deployment in shares
+            else fitmod.ceil_div(r, o.replica_capacity_rps)
         )
+        need = max(alone, least.get(o.deployment, 0))
         ub = need if slack else min(cap[o.pool] // o.gpus_per_replica, need)
         lb = floors.get((o.deployment, o.pool), 0) if not slack else 0
         if lb:
@@ -418,8 +483,27 @@ def _serving_model(fleet, active, options, slack: bool = False):
     for i, o in enumerate(options):
         by_dep[o.deployment][xs[i]] = o.replica_capacity_rps
         by_pool[o.pool][xs[i]] = o.gpus_per_replica
+    # routed[(option index, class)] = column of the class's rps routed to that option.
+    routed: dict[tuple[int, int], int] = {}
     for w in active:
-        m.row(by_dep[w.name], w.request_rate, np.inf)
+        if len(shares[w.name]) > 1:
+            by_class: dict[int, dict[int, float]] = defaultdict(dict)
+            for i, o in enumerate(options):
+                if o.deployment != w.name:
+                    continue
+                busy = {xs[i]: -1.0}
+                for c, rps in enumerate(o.class_caps):
+                    if rps > 0:
+                        a = m.var(0.0, w.request_rate * shares[w.name][c], integer=False)
+                        routed[(i, c)] = a
+                        by_class[c][a] = 1.0
+                        busy[a] = 1.0 / rps
+                # The option's replicas cover the replica-time its routed classes take.
+                m.row(busy, -np.inf, 0.0)
+            for c, sh in enumerate(shares[w.name]):
+                m.row(by_class.get(c, {}), w.request_rate * sh, np.inf)
+        else:
+            m.row(by_dep[w.name], w.request_rate, np.inf)
         if w.min_replicas:
             m.row(dict.fromkeys(by_dep[w.name], 1.0), w.min_replicas, np.inf)
     slacks = {}
@@ -430,6 +514,7 @@ def _serving_model(fleet, active, options, slack: bool = False):
             slacks[p.name] = s
             coefs[s] = -1.0
         m.row(coefs, -np.inf, cap[p.name])
+    m.routed = routed
     return m, xs, by_pool, slacks
 
 
@@ -443,31 +528,42 @@ def _solve_serving(fleet, active, options, deadline, gap, trainable=frozenset(),
     incumbent is ever used when the solve finishes, so answers are deterministic."""
     info: dict = {}
     if not active:
-        return np.zeros(len(options), dtype=int), "optimal", info
+        return np.zeros(len(options), dtype=int), "optimal", info, {}
     m, xs, _, _ = _serving_model(fleet, active, options)
     # Tie-break among equal-cost placements: prefer GPUs no training job can use. The weight
     # (1e-6 $/h per GPU) is below any price difference, so it never changes the cost optimum.
-    c = np.array(
-        [
-            o.replica_cost_per_hour + 1e-6 * o.gpus_per_replica * (o.pool in trainable)
-            for o in options
-        ]
-    )
+    c = np.zeros(len(m.lb))
+    for i, o in enumerate(options):
+        c[xs[i]] = o.replica_cost_per_hour + 1e-6 * o.gpus_per_replica * (o.pool in trainable)
     if anchor:
         lp = m.solve(c, deadline - time.perf_counter(), gap, integral=False)
         if lp.x is None:
-            return None, "infeasible" if lp.status == 2 else "time limit", info
+            return None, "infeasible" if lp.status == 2 else "time limit", info, {}
         info["lp_bound"] = float(lp.fun)
         for i, v in zip(xs, lp.x[xs], strict=True):
             m.lb[i] = float(math.floor(v + 1e-9))
     res = m.solve(c, deadline - time.perf_counter(), gap)
     if res.x is None and "lp_bound" in info:
-        return None, "time limit", info
+        return None, "time limit", info, {}
     if res.x is not None:
         if "lp_bound" in info:
             info["gap_bound"] = (float(res.fun) - info["lp_bound"]) / max(info["lp_bound"], 1e-9)
-        return _round(res.x[xs]), "optimal" if res.status == 0 else "time limit (incumbent)", info
-    return None, "infeasible" if res.status == 2 else "time limit", info
+        routed = {k: float(res.x[v]) for k, v in m.routed.items()}
+        status = "optimal" if res.status == 0 else "time limit (incumbent)"
+        return _round(res.x[xs]), status, info, _effective_rps(options, routed)
+    return None, "infeasible" if res.status == 2 else "time limit", info, {}
+
+
+def _effective_rps(options, routed: Mapping[tuple[int, int], float]) -> dict[int, float]:
+    """Per-replica rps of each size-mixed option at the mix routed to it: routed rps over the
+    replica-time it takes. Options with nothing routed keep their capacity at the full mix."""
+    rps: dict[int, float] = defaultdict(float)
+    busy: dict[int, float] = defaultdict(float)
+    for (i, c), a in routed.items():
+        if a > 1e-9:
+            rps[i] += a
+            busy[i] += a / options[i].class_caps[c]
+    return {i: rps[i] / busy[i] for i in rps}
 
 
 def _solve_training(fleet, options, x_serving, jobs, deadline, gap):
@@ -523,11 +619,12 @@ def _job(jobs, name):
     return next(j for j in jobs if j.name == name)
 
 
-def _greedy_serving(fleet, active, options) -> np.ndarray | None:
+def _greedy_serving(fleet, active, options) -> tuple[np.ndarray | None, dict[int, float]]:
     """Cheapest useful capacity first: bulk-fill whole replicas of the best cost/rps option,
     then cover the remainder with the option cheapest for what is left."""
     free = {p.name: p.gpus_capacity for p in fleet.pools}
     x = np.zeros(len(options), dtype=int)
+    routed: dict[tuple[int, int], float] = defaultdict(float)
     by_dep: dict[str, list[int]] = defaultdict(list)
     for i, o in enumerate(options):
         by_dep[o.deployment].append(i)
@@ -539,30 +636,52 @@ def _greedy_serving(fleet, active, options) -> np.ndarray | None:
         ),
     )
     for w in order:
-        need = w.request_rate
-        idxs = sorted(by_dep[w.name], key=lambda i: (options[i].cost_per_rps, options[i].pool))
-        for i in idxs:
-            o = options[i]
-            n = min(int(need // o.replica_capacity_rps), free[o.pool] // o.gpus_per_replica)
-            x[i] += n
-            free[o.pool] -= n * o.gpus_per_replica
-            need -= n * o.replica_capacity_rps
-        while need > 1e-9 or sum(int(x[i]) for i in idxs) < w.min_replicas:
+        # A size-mixed deployment is one demand at the full mix on the layouts that serve every
+        # class; only if none does, each class is placed on replicas of its own.
+        classes = w.size_classes()
+        mixed = len(classes) > 1 and not any(min(options[i].class_caps) > 0 for i in by_dep[w.name])
+        for c, (share, _tin, _tout) in enumerate(classes if mixed else [(1.0, 0, 0)]):
+            need = w.request_rate * share
+
+            def cap(i: int, c: int = c, mixed: bool = mixed) -> float:
+                if mixed:
+                    return options[i].class_caps[c]
+                return options[i].replica_capacity_rps if min(options[i].class_caps) > 0 else 0
+
+            idxs = sorted(
+                (i for i in by_dep[w.name] if cap(i) > 0),
+                key=lambda i: (options[i].replica_cost_per_hour / cap(i), options[i].pool),
+            )
+            for i in idxs:
+                o = options[i]
+                n = min(int(need // cap(i)), free[o.pool] // o.gpus_per_replica)
+                x[i] += n
+                free[o.pool] -= n * o.gpus_per_replica
+                if mixed:
+                    routed[(i, c)] += min(n * cap(i), max(need, 0.0))
+                need -= n * cap(i)
+            while need > 1e-9:
+                fits_ = [i for i in idxs if free[options[i].pool] >= options[i].gpus_per_replica]
+                if not fits_:
+                    return None, {}
+                i = min(
+                    fits_,
+                    key=lambda i: (options[i].replica_cost_per_hour / min(cap(i), need), i),
+                )
+                x[i] += 1
+                free[options[i].pool] -= options[i].gpus_per_replica
+                if mixed:
+                    routed[(i, c)] += min(cap(i), need)
+                need -= cap(i)
+        idxs = by_dep[w.name]
+        while sum(int(x[i]) for i in idxs) < w.min_replicas:
             fits_ = [i for i in idxs if free[options[i].pool] >= options[i].gpus_per_replica]
             if not fits_:
-                return None
-            i = min(
-                fits_,
-                key=lambda i: (
-                    options[i].replica_cost_per_hour
-                    / min(options[i].replica_capacity_rps, max(need, 1e-9)),
-                    i,
-                ),
-            )
+                return None, {}
+            i = min(fits_, key=lambda i: (options[i].replica_cost_per_hour, i))
             x[i] += 1
             free[options[i].pool] -= options[i].gpus_per_replica
-            need -= options[i].replica_capacity_rps
-    return x
+    return x, _effective_rps(options, routed)
 
 
 def _greedy_training(fleet, options, x, jobs) -> dict[tuple[str, str], int]:
@@ -613,12 +732,12 @@ def _raise_infeasible(fleet, active, options, deadline) -> None:
     raise InfeasibleError("infeasible: serving demand exceeds pool capacity", missing)
 
 
-def _assemble(fleet, serving, options, all_options, x, train, jobs, solver) -> Plan:
+def _assemble(fleet, serving, options, all_options, x, eff, train, jobs, solver) -> Plan:
     cap = {p.name: p.gpus_capacity for p in fleet.pools}
     used_s: dict[str, int] = defaultdict(int)
     used_t: dict[str, int] = defaultdict(int)
     merged: dict[tuple[str, str, int, int], ServingAssignment] = {}
-    for o, n in zip(options, x, strict=True):
+    for i, (o, n) in enumerate(zip(options, x, strict=True)):
         if n <= 0:
             continue
         k = (o.deployment, o.pool, o.tp, o.pp)
@@ -630,7 +749,7 @@ def _assemble(fleet, serving, options, all_options, x, train, jobs, solver) -> P
             o.tp,
             o.pp,
             int(n) * o.gpus_per_replica,
-            n * o.replica_capacity_rps,
+            n * eff.get(i, o.replica_capacity_rps),
             n * o.replica_cost_per_hour,
         )
         used_s[o.pool] += int(n) * o.gpus_per_replica

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import random
+from statistics import NormalDist
 
 from .catalog import Catalog, load_catalog
 from .fit import builtin_models
 from .models import Fleet, Pool
-from .workloads import GpuRange, ServingWorkload, SloSpec, TrainingJob, Workloads
+from .workloads import GpuRange, ServingWorkload, SizeClass, SloSpec, TrainingJob, Workloads
 
 # Share of a mixed fleet per type, roughly what a large multi-generation cloud account holds.
 MIX = {
@@ -22,6 +24,54 @@ MIX = {
 }
 NODE_GPUS = {"A10G": 4, "L4": 4, "T4": 4, "L40S": 4}
 SERVING_MODELS = [m for m in builtin_models() if m != "tiny-r1"]
+# Request-size buckets per dimension (quantile shares): most requests short, a long tail.
+SIZE_BUCKETS = (0.6, 0.3, 0.1)
+
+
+def lognormal_buckets(
+    mean: float, sigma: float, shares: tuple[float, ...] = SIZE_BUCKETS
+) -> list[tuple[float, float]]:
+    """(share, conditional mean) of consecutive quantile buckets of a log-normal with the given
+    mean and log-space sigma; the shares-weighted means add back up to `mean` exactly.
+
+    E[X | a < Z < b] = e^(mu + s^2/2) (Phi(b - s) - Phi(a - s)) / (Phi(b) - Phi(a))."""
+    n = NormalDist()
+    if sigma <= 0:
+        return [(1.0, mean)]
+    total = sum(shares)
+    out, lo = [], 0.0
+    for sh in shares:
+        hi = min(lo + sh / total, 1.0)
+        a = n.inv_cdf(lo) if lo > 0 else -math.inf
+        b = n.inv_cdf(hi) if hi < 1 - 1e-12 else math.inf
+
+        def phi(z: float) -> float:
+            return 0.0 if z == -math.inf else 1.0 if z == math.inf else n.cdf(z)
+
+        out.append((sh / total, mean * (phi(b - sigma) - phi(a - sigma)) / (hi - lo)))
+        lo = hi
+    return out
+
+
+def size_mix(
+    avg_input: float,
+    avg_output: float,
+    sigma_input: float,
+    sigma_output: float,
+    shares: tuple[float, ...] = SIZE_BUCKETS,
+) -> list[SizeClass]:
+    """Request-size classes for a deployment: input and output lengths independent log-normals
+    around the averages (LLM traces are heavy-tailed; the Azure LLM inference trace shows
+    log-normal-like context and generated lengths with weak correlation between them)."""
+    return [
+        SizeClass(
+            share=si * so,
+            input_tokens=max(round(mi), 1),
+            output_tokens=max(round(mo), 1),
+        )
+        for si, mi in lognormal_buckets(avg_input, sigma_input, shares)
+        for so, mo in lognormal_buckets(avg_output, sigma_output, shares)
+    ]
 
 
 def fleet(
@@ -44,10 +94,18 @@ def fleet(
 
 
 def workloads(
-    n_deployments: int, *, seed: int, total_gpus: int, n_jobs: int = 0, load: float = 0.5
+    n_deployments: int,
+    *,
+    seed: int,
+    total_gpus: int,
+    n_jobs: int = 0,
+    load: float = 0.5,
+    size_sigma: tuple[float, float] | None = None,
 ) -> Workloads:
     """n deployments over the R1 family with log-uniform rates, scaled so serving needs about
-    `load` of the fleet at the cheapest placement (estimated at 1 GPU-dollar per rps)."""
+    `load` of the fleet at the cheapest placement (estimated at 1 GPU-dollar per rps).
+    `size_sigma` = (input, output) log-space spread gives every deployment a request-size mix
+    around its averages (None: every request at the averages)."""
     rng = random.Random(seed)
     serving = []
     for i in range(n_deployments):
@@ -78,6 +136,11 @@ def workloads(
                 ),
             )
         )
+        if size_sigma is not None:
+            w = serving[-1]
+            serving[-1] = w.model_copy(
+                update={"size_mix": size_mix(w.avg_input_tokens, w.avg_output_tokens, *size_sigma)}
+            )
     jobs = [
         TrainingJob(
             name=f"job{k:02d}",

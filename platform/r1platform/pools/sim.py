@@ -15,7 +15,9 @@ Policies
 Events (heap, time-ordered): load ticks, control cycles, replica-ready, checkpoint-done, job
 arrival. Serving within a tick: requests up to the ready replicas' SLO capacity meet the SLO
 (capacities already sit at the target utilisation that keeps p99 TTFT/TPOT), the rest miss it
-and queue.
+and queue. A deployment with a request-size mix serves, whatever any policy planned, the most
+its ready replicas can carry at that mix with a size-aware router (an LP over which replicas
+take which size class, each replica's rps per class from the same estimate the planner uses).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import linprog
 
 from .controller import Controller, ControllerConfig, DeploymentLoad
 from .fit import model_spec
@@ -101,6 +106,7 @@ class _Replica:
     cap_rps: float
     cost: float
     ready_at: float
+    class_caps: tuple[float, ...] = ()  # rps per size class (size-mixed deployments only)
 
 
 @dataclass
@@ -113,6 +119,7 @@ class _State:
     backlog: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     observed: dict[str, float] = field(default_factory=dict)
     res: Result = field(default_factory=lambda: Result("?"))
+    mix_cache: dict = field(default_factory=dict)
 
     def cap(self) -> dict[str, int]:
         return {p.name: p.gpus_capacity for p in self.fleet.pools}
@@ -131,6 +138,43 @@ class _State:
 
 
 # ------------------------------------------------------------------ simulated actuators
+def mix_capacity(shares: list[float], groups: list[tuple[tuple[float, ...], int]]) -> float:
+    """Most rps, at the class shares, that `groups` of (rps per class, replicas) carry when a
+    router sends each class where there is room: max L such that each class's L x share is
+    split over the groups and no group's replicas are busy more than all of their time."""
+    pairs = [(g, c) for g, (caps, _) in enumerate(groups) for c, r in enumerate(caps) if r > 0]
+    if not pairs:
+        return 0.0
+    n = len(pairs) + 1  # the a[g, c] columns, then L
+    a_ub, b_ub = [], []
+    for c, sh in enumerate(shares):  # L x share_c - sum_g a[g, c] <= 0
+        row = np.zeros(n)
+        row[-1] = sh
+        for k, (_, pc) in enumerate(pairs):
+            if pc == c:
+                row[k] = -1.0
+        a_ub.append(row)
+        b_ub.append(0.0)
+    for g, (caps, count) in enumerate(groups):  # sum_c a[g, c] / rps[g, c] <= replicas
+        row = np.zeros(n)
+        for k, (pg, pc) in enumerate(pairs):
+            if pg == g:
+                row[k] = 1.0 / caps[pc]
+        a_ub.append(row)
+        b_ub.append(float(count))
+    cost = np.zeros(n)
+    cost[-1] = -1.0
+    res = linprog(cost, A_ub=np.array(a_ub), b_ub=b_ub, bounds=(0, None), method="highs")
+    return float(res.x[-1]) if res.status == 0 else 0.0
+
+
+def _class_caps(p, deployment: str, pool: str, tp: int, pp: int) -> tuple[float, ...]:
+    for o in p.options:
+        if (o.deployment, o.pool, o.tp, o.pp) == (deployment, pool, tp, pp):
+            return o.class_capacity_rps
+    return ()
+
+
 class _SimLoad:
     def __init__(self, st: _State) -> None:
         self.st = st
@@ -159,6 +203,7 @@ class _SimServe:
         p = self.ctl_ref[0].last_plan
         s = next(s for s in p.serving if (s.deployment, s.pool) == (deployment, pool))
         per = s.gpus // s.replicas
+        caps = _class_caps(p, deployment, pool, s.tp, s.pp)
         for _ in range(replicas - len(mine)):
             self.st.replicas.append(
                 _Replica(
@@ -168,6 +213,7 @@ class _SimServe:
                     s.capacity_rps / s.replicas,
                     s.cost_per_hour / s.replicas,
                     self.st.now + self.st.startup_s(self.models[deployment]),
+                    caps,
                 )
             )
 
@@ -215,11 +261,22 @@ def _tick(st: _State, serving: list[ServingWorkload], trace: Trace, rng: random.
     dt, res = st.cfg.tick_s, st.res
     cap_by_d: dict[str, float] = defaultdict(float)
     gpus_by_d: dict[str, int] = defaultdict(int)
+    mixed: dict[str, dict[tuple[float, ...], int]] = defaultdict(lambda: defaultdict(int))
     for r in st.replicas:
         gpus_by_d[r.deployment] += r.gpus
         res.cost += r.cost * dt / 3600
         if r.ready_at <= st.now:
-            cap_by_d[r.deployment] += r.cap_rps
+            if r.class_caps:
+                mixed[r.deployment][r.class_caps] += 1
+            else:
+                cap_by_d[r.deployment] += r.cap_rps
+    if mixed:
+        shares = {w.name: [c[0] for c in w.size_classes()] for w in serving}
+        for d, groups in mixed.items():
+            key = (d, tuple(sorted(groups.items())))
+            if key not in st.mix_cache:
+                st.mix_cache[key] = mix_capacity(shares[d], list(key[1]))
+            cap_by_d[d] += st.mix_cache[key]
     busy = 0.0
     served_ok = total = 0.0
     for w in serving:
@@ -324,6 +381,7 @@ def _first_fit_control(st: _State, serving, options: dict[str, list[Option]], la
                     o.replica_capacity_rps,
                     o.replica_cost_per_hour,
                     st.now + st.startup_s(w.model),
+                    o.class_capacity_rps,
                 )
             )
             have += o.replica_capacity_rps
@@ -377,6 +435,7 @@ def simulate(
         peak = {w.name: w.request_rate * trace.peak * (1 + cfg.headroom) for w in serving}
         p = plan(fleet, wl, rates=peak)
         for s in p.serving:
+            caps = _class_caps(p, s.deployment, s.pool, s.tp, s.pp)
             for _ in range(s.replicas):
                 st.replicas.append(
                     _Replica(
@@ -386,11 +445,17 @@ def simulate(
                         s.capacity_rps / s.replicas,
                         s.cost_per_hour / s.replicas,
                         0.0,
+                        caps,
                     )
                 )
     elif policy == "first-fit":
-        for o in build_options(fleet, serving):
-            ff_options.setdefault(o.deployment, []).append(o)
+        every = build_options(fleet, serving)
+        # With no size-aware routing, a replica takes every request size it is sent: only the
+        # layouts that serve every size (if none does, the deployment gets the ones there are).
+        whole = {o.deployment for o in every if all(c > 0 for c in o.class_caps)}
+        for o in every:
+            if o.deployment not in whole or all(c > 0 for c in o.class_caps):
+                ff_options.setdefault(o.deployment, []).append(o)
         order = {p.name: i for i, p in enumerate(fleet.pools)}
         for d, opts in ff_options.items():
             # Ray picks the node type that fits the request, not the cheapest: per pool the

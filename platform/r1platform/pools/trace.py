@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import math
 import random
+import statistics
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,12 +18,17 @@ SAMPLE_CSV = Path(__file__).with_name("data") / "azure_llm_sample.csv"
 
 @dataclass(frozen=True)
 class Trace:
-    """Relative load per tick (mean 1.0) plus mean tokens per request."""
+    """Relative load per tick (mean 1.0) plus mean tokens per request and the spread of
+    request sizes (standard deviation of ln tokens), from which size mixes are built."""
 
     tick_s: float
     shape: list[float]
     avg_input_tokens: float
     avg_output_tokens: float
+    # The spread write_sample draws with (log-normal sigma 0.8 context, 0.7 generated, around
+    # the Azure conversation trace's medians); azure_csv measures it from the rows.
+    sigma_input: float = 0.8
+    sigma_output: float = 0.7
 
     def at(self, t: float) -> float:
         return self.shape[int(t // self.tick_s) % len(self.shape)]
@@ -81,6 +87,7 @@ def azure_csv(path: str | Path, tick_s: float) -> Trace:
     counts: dict[int, int] = {}
     n = 0
     tin = tout = 0.0
+    logs: tuple[list[float], list[float]] = ([], [])
     try:
         with p.open(newline="") as f:
             rows = csv.DictReader(f)
@@ -91,10 +98,13 @@ def azure_csv(path: str | Path, tick_s: float) -> Trace:
             for i, row in enumerate(rows, start=2):
                 try:
                     ts = _parse_ts(row["TIMESTAMP"])
-                    tin += float(row["ContextTokens"])
-                    tout += float(row["GeneratedTokens"])
+                    cin, cout = float(row["ContextTokens"]), float(row["GeneratedTokens"])
                 except (TypeError, ValueError):
                     raise PoolsConfigError(f"trace {str(p)!r}: bad row at line {i}") from None
+                tin += cin
+                tout += cout
+                logs[0].append(math.log(max(cin, 1.0)))
+                logs[1].append(math.log(max(cout, 1.0)))
                 t0 = ts if t0 is None else t0
                 k = int((ts - t0) // tick_s)
                 counts[k] = counts.get(k, 0) + 1
@@ -105,7 +115,14 @@ def azure_csv(path: str | Path, tick_s: float) -> Trace:
         raise PoolsConfigError(f"trace {str(p)!r}: no rows")
     shape = [float(counts.get(k, 0)) for k in range(max(counts) + 1)]
     mean = sum(shape) / len(shape)
-    return Trace(tick_s, [s / mean for s in shape], tin / n, tout / n)
+    return Trace(
+        tick_s,
+        [s / mean for s in shape],
+        tin / n,
+        tout / n,
+        statistics.pstdev(logs[0]),
+        statistics.pstdev(logs[1]),
+    )
 
 
 def write_sample(path: str | Path, seed: int = 0, minutes: int = 30, rps: float = 1.5) -> None:

@@ -4,7 +4,8 @@
 serving:
   - {name, model, request_rate, avg_input_tokens, avg_output_tokens,
      slo: {ttft_p99_s, tpot_p99_s}, gpu_types?: [..], context_tokens?, concurrency?,
-     min_replicas?, replica_rps?: {GPU: rps}}
+     min_replicas?, replica_rps?: {GPU: rps},
+     size_mix?: [{share, input_tokens, output_tokens}, ..]}
 training:
   - {name, model, gpus: {min, max}, gpu_types?: [..], priority}
 ```
@@ -33,6 +34,15 @@ class SloSpec(BaseModel):
         return Slo(self.ttft_p99_s, self.tpot_p99_s)
 
 
+class SizeClass(BaseModel):
+    """One request-size class of a deployment's traffic: its share of requests and their size."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    share: float = Field(gt=0, le=1)
+    input_tokens: float = Field(gt=0)
+    output_tokens: float = Field(gt=0)
+
+
 class ServingWorkload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
@@ -52,6 +62,37 @@ class ServingWorkload(BaseModel):
     # Replicas kept even when no request arrives: an endpoint that scales to zero answers the
     # next request only after minutes of weight loading, so the default keeps one up.
     min_replicas: int = Field(default=1, ge=0)
+    # Request-size distribution (Melange, Griggs et al. 2024): short requests are cheapest on
+    # small GPUs, long ones on big GPUs, so the planner gives each class its own throughput per
+    # GPU type and routes each class to the layouts that serve it cheapest. Absent: one class
+    # at the averages. Shares must sum to 1 and the share-weighted sizes must match avg_*.
+    size_mix: list[SizeClass] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _mix_matches_averages(self) -> ServingWorkload:
+        if not self.size_mix:
+            return self
+        total = sum(c.share for c in self.size_mix)
+        if abs(total - 1.0) > 1e-3:
+            raise ValueError(f"size_mix shares sum to {total:.4f}, not 1")
+        for field, avg in (
+            ("input_tokens", self.avg_input_tokens),
+            ("output_tokens", self.avg_output_tokens),
+        ):
+            mean = sum(c.share * getattr(c, field) for c in self.size_mix) / total
+            if abs(mean - avg) > 0.05 * avg:
+                raise ValueError(
+                    f"size_mix mean {field} {mean:.0f} differs from avg_{field} {avg:.0f} "
+                    "by more than 5%"
+                )
+        return self
+
+    def size_classes(self) -> list[tuple[float, float, float]]:
+        """(share, input_tokens, output_tokens) per class; one class at the averages if no mix."""
+        if not self.size_mix:
+            return [(1.0, self.avg_input_tokens, self.avg_output_tokens)]
+        total = sum(c.share for c in self.size_mix)
+        return [(c.share / total, c.input_tokens, c.output_tokens) for c in self.size_mix]
 
     def kv_tokens(self) -> int:
         ctx = self.context_tokens or max(4096, int(self.avg_input_tokens + self.avg_output_tokens))
