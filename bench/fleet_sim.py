@@ -22,6 +22,7 @@ import argparse
 from benchutil import quiet_stdout
 from r1platform.pools import scenarios, sim, trace
 from r1platform.pools.errors import PoolsError
+from r1platform.pools.planner import plan
 
 
 def main() -> int:
@@ -112,12 +113,32 @@ def main() -> int:
             except PoolsError as e:
                 print(f"| {p.gpu} | - | - | cannot serve: {str(e).splitlines()[0][:80]} |")
                 continue
-            print(
-                f"| {p.gpu} | {r.cost:,.0f} | {100 * (1 - ours.cost / r.cost):+.1f}% lower | "
-                f"{100 * r.slo_attainment:.2f}% |"
-            )
+            vs = f"{100 * (1 - ours.cost / r.cost):+.1f}% lower" if r.cost > 0 else "-"
+            note = "" if r.cost > 0 else " (no replica placed: the model fits no layout or SLO)"
+            print(f"| {p.gpu} | {r.cost:,.0f} | {vs} | {100 * r.slo_attainment:.2f}%{note} |")
             if r.slo_attainment >= 0.99:
                 ok.append((r.cost, p.gpu))
+        print()
+        print("Planner only (no dynamics): serving $/hour at the mean and the peak rate")
+        print("| fleet | mean rate $/h | r1p fleet vs it | peak rate $/h | r1p fleet vs it |")
+        print("|---|---|---|---|---|")
+        fleets = [("mixed (r1p)", fleet)] + [
+            (p.gpu, sim.single_type_fleet(fleet, p.gpu)) for p in fleet.pools
+        ]
+        ref: dict[float, float] = {}
+        for name, f in fleets:
+            cells = []
+            for mult in (1.0, tr.peak):
+                rates = {w.name: w.request_rate * mult for w in wl.serving}
+                try:
+                    with quiet_stdout():
+                        c = plan(f, wl, rates=rates, mip_gap=1e-3, time_limit_s=5).cost_per_hour
+                except PoolsError:
+                    cells += ["infeasible", "-"]
+                    continue
+                ref.setdefault(mult, c)
+                cells += [f"{c:,.1f}", f"{100 * (1 - ref[mult] / c):+.1f}% lower"]
+            print(f"| {name} | " + " | ".join(cells) + " |")
         if ok:
             cost, gpu = min(ok)
             print(
