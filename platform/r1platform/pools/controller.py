@@ -88,6 +88,8 @@ class ControllerConfig(BaseSettings):
     up_threshold: float = Field(0.05, ge=0)
     down_threshold: float = Field(0.20, ge=0, lt=1)  # ... and down only when it falls this far
     down_cooldown_s: float = Field(300.0, ge=0)  # no scale-down sooner than this after a rise
+    # Scale down only to the highest demand of this window (several metric export intervals).
+    down_stabilization_s: float = Field(60.0, ge=0)
     lend_cooldown_s: float = Field(600.0, ge=0)  # no lending to a job this soon after a reclaim
     queue_drain_s: float = Field(30.0, gt=0)  # queued requests should drain within this time
     # Request rates are the counters' increase over this window (Prometheus rate()): longer
@@ -141,10 +143,11 @@ def target_rates(
     cfg: ControllerConfig,
     defaults: Mapping[str, float],
 ) -> dict[str, float]:
-    """Hysteresis: move up at once when demand passes the band; move down only to the highest
-    demand seen over the last down_cooldown_s, and only when that is well below the target
-    (Kubernetes HPA's scale-down stabilization). A metrics pipeline that exports every ~10 s
-    shows steady load as dips and spikes; a single dip must not release replicas."""
+    """Hysteresis: move up at once when demand passes the band; move down only after the
+    cooldown since the last rise, only to the highest demand seen over the last
+    down_stabilization_s, and only when that is well below the target (Kubernetes HPA's
+    scale-down stabilization: a metrics pipeline that exports every ~10 s shows steady load as
+    dips and spikes, and a single dip must not release replicas)."""
     out = {}
     for name, default in defaults.items():
         prev = mem.rates.get(name)
@@ -154,13 +157,14 @@ def target_rates(
             t0, r0 = mem.seen[name]
             slope = (load.request_rate - r0) / (now - t0)
         want = demand(load, cfg, slope) if load is not None else default
-        hist = [(t, w) for t, w in mem.wants.get(name, []) if now - t < cfg.down_cooldown_s]
+        hist = [(t, w) for t, w in mem.wants.get(name, []) if now - t < cfg.down_stabilization_s]
         hist.append((now, want))
         mem.wants[name] = hist
         stable = max(w for _, w in hist)
+        cooled = now - mem.last_up.get(name, -1e18) >= cfg.down_cooldown_s
         if prev is None or want > prev * (1 + cfg.up_threshold):
             out[name] = want
-        elif stable < prev * (1 - cfg.down_threshold):
+        elif cooled and stable < prev * (1 - cfg.down_threshold):
             out[name] = stable
         else:
             out[name] = prev

@@ -287,7 +287,7 @@ def test_controller_config_reads_the_environment(monkeypatch):
 
 def test_a_dip_shorter_than_the_stabilization_window_releases_nothing():
     # Ray exports metrics every ~10 s, so a steady 10 rps reads as 10, 4, 10, 16, ...
-    cfg = ControllerConfig(headroom=0.0, down_threshold=0.2, down_cooldown_s=30)
+    cfg = ControllerConfig(headroom=0.0, down_threshold=0.2, down_stabilization_s=30)
     mem = Memory(rates={"a": 10.0})
     d = {"a": 1.0}
     got = []
