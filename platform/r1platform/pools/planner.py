@@ -504,7 +504,9 @@ def _serving_model(fleet, active, options, slack: bool = False):
                 m.row(by_class.get(c, {}), w.request_rate * sh, np.inf)
         else:
             m.row(by_dep[w.name], w.request_rate, np.inf)
-        if w.min_replicas:
+        # Any positive rate already forces a replica; the row is only added when it can bind
+        # (a redundant row changes HiGHS' path to an equally cheap but different plan).
+        if w.min_replicas > (1 if w.request_rate > 0 else 0):
             m.row(dict.fromkeys(by_dep[w.name], 1.0), w.min_replicas, np.inf)
     slacks = {}
     for p in fleet.pools:
