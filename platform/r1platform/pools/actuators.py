@@ -15,12 +15,12 @@ from __future__ import annotations
 import time
 import urllib.request
 from collections import defaultdict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from .controller import DeploymentLoad
-from .models import ACCELERATOR_LABEL, POOL_LABEL
+from .models import ACCELERATOR_LABEL, POOL_LABEL, Fleet
 from .workloads import Workloads
 
 SEP = "@"
@@ -347,6 +347,26 @@ def offline(workloads: Workloads):
     return StaticLoad(workloads), MemoryServe(), MemoryCapacity(), MemoryTraining()
 
 
+def live_fleet(configured: Fleet) -> Callable[[], Fleet]:
+    """The pools YAML merged with what Ray reports now, re-read every cycle (inventory.merge):
+    the YAML owns prices and autoscaling ranges, the cluster owns how many nodes exist, so a
+    pool that holds more nodes than its configured max is planned at its real size. Pools the
+    YAML does not name are not managed. A discovery error keeps the configured view for that
+    cycle."""
+    from .inventory import from_ray_live, merge
+
+    def read() -> Fleet:
+        try:
+            discovered = from_ray_live(configured.catalog)
+        except Exception:  # a GCS hiccup must not stop the loop
+            return configured
+        configured_names = {p.name for p in configured.pools}
+        pools = [p for p in merge(configured.pools, discovered) if p.name in configured_names]
+        return configured.model_copy(update={"pools": pools})
+
+    return read
+
+
 def live(
     address: str,
     metrics_url: str | None,
@@ -404,7 +424,11 @@ def start_controller_actor(
             wl = load_workloads(d / "workloads.yaml", fleet.catalog)
             parts = live("auto", metrics_url, dashboard, cfg.rate_window_s)
             self.ctl = Controller(
-                fleet, wl, *parts, cfg, record_path=str(record_path) if record_path else None
+                live_fleet(fleet),
+                wl,
+                *parts,
+                cfg,
+                record_path=str(record_path) if record_path else None,
             )
 
         def run(self) -> None:

@@ -132,7 +132,7 @@ def control_cmd(
             parts = actuators.live(address, metrics_url, dashboard, cfg.rate_window_s)
             dry = False
         ctl = Controller(
-            fleet,
+            fleet if dry else actuators.live_fleet(fleet),
             wl,
             *parts,
             cfg,

@@ -99,3 +99,29 @@ def test_probes_and_scrapes_are_not_load():
         'ray_serve_deployment_request_counter_total{deployment="chat@l4",route="/v1/models"} 3\n'
     )
     assert parse_serve_metrics(text)["chat"] == (7.0, 0.0, 0.0)
+
+
+def test_live_fleet_merges_what_ray_reports_each_cycle(monkeypatch):
+    from r1platform.pools import inventory
+    from r1platform.pools.actuators import live_fleet
+    from r1platform.pools.catalog import load_catalog
+    from r1platform.pools.models import Fleet, Pool
+
+    cat = load_catalog()
+    yaml_pools = [Pool(name="l4", gpu="L4", nodes=1, gpus_per_node=4, max_nodes=2)]
+    configured = Fleet(pools=yaml_pools, catalog=cat)
+    seen = [
+        [Pool(name="l4", gpu="L4", nodes=3, gpus_per_node=4), Pool(name="x", gpu="T4", nodes=1,
+                                                                   gpus_per_node=1)],
+    ]  # fmt: skip
+
+    def discovered(catalog=None):
+        if not seen:
+            raise ConnectionError("GCS unavailable")
+        return seen.pop()
+
+    monkeypatch.setattr(inventory, "from_ray_live", discovered)
+    read = live_fleet(configured)
+    now = read()
+    assert [(p.name, p.nodes, p.gpus_capacity) for p in now.pools] == [("l4", 3, 12)]
+    assert read() == configured  # discovery failed: the configured view for this cycle
