@@ -315,6 +315,34 @@ def decide(
     return actions
 
 
+def plan_one_layout(
+    fleet: Fleet,
+    workloads: Workloads,
+    *,
+    pinned: Mapping[tuple[str, str], tuple[int, int]] | None = None,
+    **kw,
+) -> Plan:
+    """plan() with at most one TP x PP layout per (deployment, pool): the Serve deployment
+    `D@P` has one layout. A plan that mixes layouts in a pool (common with request-size mixes:
+    small TP for short requests, large TP for long ones) is solved again with that pair pinned
+    to the layout that carries most of its capacity. Each round pins at least one more pair,
+    so this ends after at most one round per pair."""
+    pins = dict(pinned or {})
+    while True:
+        p = plan(fleet, workloads, pinned=pins, **kw)
+        by: dict[tuple[str, str], list] = defaultdict(list)
+        for s in p.serving:
+            by[(s.deployment, s.pool)].append(s)
+        mixed = {
+            k: max(v, key=lambda s: (s.capacity_rps, -s.gpus, -s.tp))
+            for k, v in by.items()
+            if len({(s.tp, s.pp) for s in v}) > 1
+        }
+        if not mixed:
+            return p
+        pins.update({k: (s.tp, s.pp) for k, s in mixed.items()})
+
+
 def serving_cost(p: Plan, replicas: Mapping[tuple[str, str], int]) -> float:
     per = {(o.deployment, o.pool): o.replica_cost_per_hour for o in p.options}
     for s in p.serving:
@@ -406,7 +434,7 @@ class Controller:
                     except InfeasibleError:
                         # Headroom and lookahead are wishes; the measured load is the need.
                         raw = {k: v.request_rate for k, v in loads.items() if k in rates}
-                        p = plan(
+                        p = plan_one_layout(
                             fleet,
                             workloads,
                             rates={**rates, **raw},
@@ -514,7 +542,7 @@ class Controller:
             time_limit_s=self.cfg.plan_time_limit_s,
             mip_gap=self.cfg.mip_gap,
         )
-        full = plan(fleet, workloads, **kw)
+        full = plan_one_layout(fleet, workloads, **kw)
         held: dict[str, int] = defaultdict(int)
         for job, g in training_now.items():
             q = self.mem.job_pool.get(job)
@@ -523,7 +551,7 @@ class Controller:
         if not held:
             return full
         try:
-            free = plan(fleet, workloads, held=held, **kw)
+            free = plan_one_layout(fleet, workloads, held=held, **kw)
         except PoolsError:
             set_attributes(span, {"reclaim_needed": True})
             return full

@@ -298,3 +298,34 @@ def test_a_dip_shorter_than_the_stabilization_window_releases_nothing():
     for t in (150, 160, 170):  # a real fall: down once every read in the window is low
         mem.rates = target_rates({"a": DeploymentLoad(0, 0, 4.0)}, mem, t, cfg, d)
     assert mem.rates["a"] == 4.0
+
+
+def test_controller_plans_one_layout_per_deployment_and_pool():
+    # Serve runs deployment D on pool P as one deployment `D@P` with one TP layout; with a
+    # request-size mix the ILP alone serves short requests on TP1 and long ones on TP4 there.
+    from r1platform.pools.controller import plan_one_layout
+    from r1platform.pools.planner import plan
+    from r1platform.pools.workloads import SizeClass
+
+    fleet = Fleet(
+        pools=[Pool(name="a100", gpu="A100-80G", nodes=4, gpus_per_node=8)], catalog=load_catalog()
+    )
+    mix = [
+        SizeClass(share=0.8, input_tokens=200, output_tokens=200),
+        SizeClass(share=0.2, input_tokens=8000, output_tokens=2000),
+    ]
+    wl = Workloads(
+        serving=[
+            ServingWorkload(
+                name="chat", model="r1-distill-qwen-7b", request_rate=20,
+                avg_input_tokens=1760, avg_output_tokens=560,
+                slo=SloSpec(ttft_p99_s=2.0, tpot_p99_s=0.1), size_mix=mix,
+            )
+        ]
+    )  # fmt: skip
+    free = plan(fleet, wl)
+    assert len({(s.tp, s.pp) for s in free.serving}) > 1  # the instance this guards against
+    one = plan_one_layout(fleet, wl)
+    assert len({(s.tp, s.pp) for s in one.serving}) == 1
+    assert one.cost_per_hour >= free.cost_per_hour - 1e-9
+    assert sum(s.replicas for s in one.serving) == one.replicas()[("chat", "a100")]
