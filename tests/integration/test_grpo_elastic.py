@@ -115,7 +115,9 @@ def test_shrink_then_grow_loses_no_step(ray_pool, tmp_path: Path):
         assert r["logprob_diff"] < 1e-4  # engines were kept and still match the trainer
     assert Path(res["checkpoint"]).name == "step_000010"
     assert res["metrics"]["step"] == 10 and res["metrics"]["workers"] == 2
-    assert ctl.current_gpus("grpo") == 0  # the job ended and holds nothing
+    # The job ended and holds nothing: its actor reports "finished" (0) until the driver's
+    # handle is collected, then it is gone (None: not running).
+    assert ctl.current_gpus("grpo") in (0, None)
     print(f"elastic GRPO wall {wall:.1f}s, resizes at steps {shrink['step']}, {grow['step']}")
 
 
@@ -174,4 +176,4 @@ def test_shrink_below_minimum_pauses_then_grow_resumes(ray_pool, tmp_path: Path)
         assert r["workers"] == (1 if r["step"] <= pause["step"] else 2)
         assert r["prompts_seen"] == r["step"] * B and r["weights_version"] == r["step"]
         assert r["logprob_diff"] < 1e-4  # the restarted engine got the checkpoint's weights
-    assert ctl.current_gpus("pausing") == 0
+    assert ctl.current_gpus("pausing") in (0, None)  # ended: finished, or already gone

@@ -7,7 +7,8 @@ Conventions other parts implement against:
   `accelerator_type:X` (real GPUs).
 - A training job J is controlled through a named Ray actor `r1p-train-J` in namespace
   `r1platform` with methods current_gpus() -> int, checkpoint_and_shrink(gpus) and
-  grow(gpus, pool). The GRPO trainer implements that side.
+  grow(gpus, pool). The GRPO trainer implements that side; the actor lives as long as the job,
+  so a missing actor means the job is not running.
 """
 
 from __future__ import annotations
