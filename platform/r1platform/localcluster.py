@@ -263,9 +263,31 @@ def up(pools: list[Pool], spec: ClusterSpec, serve_port: int, log: callable) -> 
     return state
 
 
+def engine_deployment_names(config_path: str) -> list[str]:
+    """The `model@pool` Serve deployment of every model that settings file serves."""
+    from r1platform.config import load_settings
+    from r1platform.serving.placement import engine_deployment_name
+
+    before = os.environ.get("R1P_CONFIG")
+    os.environ["R1P_CONFIG"] = config_path  # the file the replicas will read
+    try:
+        settings = load_settings()
+    finally:
+        if before is None:
+            os.environ.pop("R1P_CONFIG")
+        else:
+            os.environ["R1P_CONFIG"] = before
+    return [engine_deployment_name(mid, ms) for mid, ms in settings.models.items()]
+
+
 def serve_config(config_path: str, port: int) -> dict:
     """Serve's declarative config for the app: the same document a KubeRay RayService carries
-    in serveConfigV2, so `r1p control` scales it the same way on both."""
+    in serveConfigV2, so `r1p control` scales it the same way on both.
+
+    Every `model@pool` deployment is listed from the start. Serve 2.60 merges the app's
+    runtime_env into a deployment's actor options only for deployments the config lists, so
+    the controller's first replica override on an unlisted one changed its actor options and
+    rolled every running replica (minutes of engine start-up, at the start of a burst)."""
     from r1platform.serving.tuning import serve_env
 
     return {
@@ -276,6 +298,7 @@ def serve_config(config_path: str, port: int) -> dict:
                 "route_prefix": "/",
                 "import_path": "serve_apps.r1_chat:app",
                 "runtime_env": {"env_vars": {"R1P_CONFIG": config_path, **serve_env()}},
+                "deployments": [{"name": n} for n in engine_deployment_names(config_path)],
             }
         ],
     }

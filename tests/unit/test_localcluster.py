@@ -1,4 +1,5 @@
 import json
+import os
 
 from r1platform import localcluster
 from r1platform.pools.models import load_pools
@@ -33,3 +34,17 @@ def test_local_env_pins_one_auth_mode(monkeypatch):
     assert localcluster.local_env()["RAY_AUTH_MODE"] == "disabled"
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     assert localcluster.local_env()["RAY_AUTH_MODE"] == "token"
+
+
+def test_serve_config_lists_every_model_at_pool_deployment(tmp_path, monkeypatch):
+    # Listed from the first deploy, the controller's later num_replicas override is a
+    # lightweight update instead of a rolling restart (see serve_config's docstring).
+    from r1platform.localcluster import serve_config
+
+    monkeypatch.delenv("R1P_CONFIG", raising=False)
+    cfg = tmp_path / "settings.yaml"
+    cfg.write_text("models:\n  tiny-r1: {pool: l4}\n  other: {accelerator_type: H100}\n")
+    app = serve_config(str(cfg), 8123)["applications"][0]
+    assert app["deployments"] == [{"name": "tiny-r1@l4"}, {"name": "other@H100"}]
+    assert app["runtime_env"]["env_vars"]["R1P_CONFIG"] == str(cfg)
+    assert "R1P_CONFIG" not in os.environ
