@@ -91,13 +91,15 @@ def parse_serve_metrics(text: str) -> dict[str, tuple[float, float, float]]:
 
 def counter_increase(prev: Mapping[Series, float], cur: Mapping[Series, float]) -> dict[str, float]:
     """Requests per logical deployment between two scrapes, per series as Prometheus' rate()
-    does: a counter that went down was reset (its replica restarted) and counts from 0, a
-    series that disappeared (replica stopped) adds nothing, a new one started from 0."""
+    does: a counter that went down was reset and counts from 0, a series that disappeared
+    (replica stopped) adds nothing, and a new series counts only from its first sample on.
+    Ray exports a replica's counter only after its first requests, so a new replica's first
+    sample already holds ~10 s of them: counting it would read as a spike that over-scales."""
     out: dict[str, float] = defaultdict(float)
     for key, v in cur.items():
-        if key[1] != 0:
+        if key[1] != 0 or key not in prev:
             continue
-        before = prev.get(key, 0.0)
+        before = prev[key]
         out[key[0]] += v - before if v >= before else v
     return dict(out)
 
