@@ -56,7 +56,10 @@ def test_ingress_metrics_are_the_controllers_load_source(live_app):
     from r1platform.pools.actuators import MetricsLoadSource
 
     load = MetricsLoadSource(url=f"{live_app['base']}/metrics")
-    load.read()  # the first read only sets the baseline for the rate
+    # A counter series exists once it has counted something, and (as Prometheus' rate()) the
+    # load source counts a series from its first sample on: make it exist, then baseline.
+    _chat(live_app["base"])
+    load.read()
     for _ in range(6):
         _chat(live_app["base"])
     time.sleep(0.5)
