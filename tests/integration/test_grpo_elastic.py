@@ -8,13 +8,13 @@ nodes do); the job's two train workers take one unit each. The controller side i
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from waiting import jsonl, wait_for
 
 pytestmark = pytest.mark.integration
 B = 4  # prompts per step
@@ -31,22 +31,6 @@ def ray_pool():
     ray.shutdown()
 
 
-def _lines(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-
-
-def _wait(cond, what: str, timeout: float = 240.0, every: float = 0.2):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(every)
-    raise TimeoutError(what)
-
-
 def test_shrink_then_grow_loses_no_step(ray_pool, tmp_path: Path):
     import ray
     from r1platform.pools.actuators import RayActorTraining
@@ -59,21 +43,21 @@ def test_shrink_then_grow_loses_no_step(ray_pool, tmp_path: Path):
     errors: list[BaseException] = []
 
     def steps() -> list[dict]:
-        return [r for r in _lines(metrics) if "event" not in r]
+        return [r for r in jsonl(metrics) if "event" not in r]
 
     def controller():
         try:
-            _wait(lambda: any(r["step"] >= 2 for r in steps()), "step 2")
+            wait_for(lambda: any(r["step"] >= 2 for r in steps()), "step 2")
             seen["gpus_start"] = ctl.current_gpus("grpo")
             seen["free_start"] = ray.available_resources().get("pool:h100", 0)
             ctl.request_checkpoint_and_shrink("grpo", 1)
             # current_gpus drops only once the workers are gone and the event is logged.
-            _wait(lambda: ctl.current_gpus("grpo") == 1, "release reported")
-            seen["event_logged_at_drop"] = any(r.get("event") for r in _lines(metrics))
+            wait_for(lambda: ctl.current_gpus("grpo") == 1, "release reported")
+            seen["event_logged_at_drop"] = any(r.get("event") for r in jsonl(metrics))
             seen["free_after_release"] = ray.available_resources().get("pool:h100", 0)
-            _wait(lambda: any(r.get("workers") == 1 for r in steps()), "a 1-worker step")
+            wait_for(lambda: any(r.get("workers") == 1 for r in steps()), "a 1-worker step")
             ctl.grow("grpo", 2, "h100")
-            _wait(lambda: ctl.current_gpus("grpo") == 2, "grow reported")
+            wait_for(lambda: ctl.current_gpus("grpo") == 2, "grow reported")
             seen["grown"] = True
         except BaseException as err:  # surfaced by the main thread's asserts
             errors.append(err)
@@ -101,7 +85,7 @@ def test_shrink_then_grow_loses_no_step(ray_pool, tmp_path: Path):
     assert grow["pool_after"] == "h100" and grow["step"] > shrink["step"]
     for ev in (shrink, grow):
         assert Path(ev["checkpoint"]).name == f"step_{ev['step']:06d}"
-    events = [r for r in _lines(metrics) if r.get("event") == "resize"]
+    events = [r for r in jsonl(metrics) if r.get("event") == "resize"]
     assert [e["step"] for e in events] == [shrink["step"], grow["step"]]
 
     # Every step exactly once; worker counts follow the resizes; nothing lost or repeated.
@@ -135,22 +119,22 @@ def test_shrink_below_minimum_pauses_then_grow_resumes(ray_pool, tmp_path: Path)
     errors: list[BaseException] = []
 
     def steps() -> list[dict]:
-        return [r for r in _lines(metrics) if "event" not in r]
+        return [r for r in jsonl(metrics) if "event" not in r]
 
     def controller():
         try:
-            _wait(lambda: any(r["step"] >= 1 for r in steps()), "step 1")
+            wait_for(lambda: any(r["step"] >= 1 for r in steps()), "step 1")
             seen["gpus_start"] = ctl.current_gpus("pausing")
             ctl.request_checkpoint_and_shrink("pausing", 1)
-            _wait(lambda: ctl.current_gpus("pausing") == 0, "pause reported")
+            wait_for(lambda: ctl.current_gpus("pausing") == 0, "pause reported")
             n = len(steps())
             time.sleep(3)
             seen["no_progress_while_paused"] = len(steps()) == n
-            seen["free_paused"] = _wait(
+            seen["free_paused"] = wait_for(
                 lambda: ray.available_resources().get("pool:h100", 0) >= 4 - 1e-6, "all free", 30
             )
             ctl.grow("pausing", 3, "h100")
-            _wait(lambda: ctl.current_gpus("pausing") == 3, "resume reported")
+            wait_for(lambda: ctl.current_gpus("pausing") == 3, "resume reported")
         except BaseException as err:
             errors.append(err)
 

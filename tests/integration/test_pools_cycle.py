@@ -12,7 +12,6 @@ load, `request_resources` for capacity. Only the fleet is simulated (no GPUs her
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -20,13 +19,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from waiting import jsonl, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -121,34 +120,6 @@ def _span_dict(s: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ helpers
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(cond: Callable[[], Any], what: str, timeout: float, every: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(every)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def _lines(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        with contextlib.suppress(json.JSONDecodeError):  # a line being written right now
-            out.append(json.loads(line))
-    return out
-
-
 def _running_replicas() -> int:
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
@@ -202,12 +173,12 @@ class Burst:
 # ------------------------------------------------------------------ the cluster
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    from r1platform.localcluster import local_env
+    from r1platform.localcluster import free_port, local_env
     from r1platform.models.tiny import ensure_tiny_model
 
     ensure_tiny_model()
     d = tmp_path_factory.mktemp("cycle")
-    port = _free_port()
+    port = free_port()
     (d / "pools.yaml").write_text(POOLS)
     (d / "settings.yaml").write_text(SETTINGS % port)
     (d / "workloads.yaml").write_text(WORKLOADS)
@@ -243,9 +214,9 @@ def test_burst_reclaims_from_grpo_and_gives_back_traced(cluster):
     burst = None
     log = open(d / "control.log", "w")  # noqa: SIM115 - closed in finally
     try:
-        steps = lambda: [r for r in _lines(metrics) if "event" not in r]  # noqa: E731
-        resizes = lambda: [r for r in _lines(metrics) if r.get("event") == "resize"]  # noqa: E731
-        _wait(lambda: len(steps()) >= 3, "the GRPO job's first steps", 420)
+        steps = lambda: [r for r in jsonl(metrics) if "event" not in r]  # noqa: E731
+        resizes = lambda: [r for r in jsonl(metrics) if r.get("event") == "resize"]  # noqa: E731
+        wait_for(lambda: len(steps()) >= 3, "the GRPO job's first steps", 420)
 
         env = {**os.environ, **CONTROL_ENV, "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
                "OTEL_BSP_SCHEDULE_DELAY": "500"}  # fmt: skip
@@ -257,22 +228,24 @@ def test_burst_reclaims_from_grpo_and_gives_back_traced(cluster):
         )  # fmt: skip
 
         # 1. Quiet: the idle GPUs of the pool are lent to the job, which grows 1 -> 2 workers.
-        _wait(lambda: [r for r in resizes() if r["reason"] == "grow"], "the job to grow", 300)
-        _wait(lambda: any(r["workers"] == 2 for r in steps()), "a 2-worker step", 300)
+        wait_for(lambda: [r for r in resizes() if r["reason"] == "grow"], "the job to grow", 300)
+        wait_for(lambda: any(r["workers"] == 2 for r in steps()), "a 2-worker step", 300)
 
         # 2. Burst: serving needs 3 replicas; the job is shrunk with a checkpoint to make room.
         burst = Burst(cluster["base"], BURST_RPS).start()
-        _wait(lambda: [r for r in resizes() if r["reason"] == "reclaim"], "the reclaim", 300)
-        _wait(lambda: _running_replicas() == 3, "3 serving replicas running", 420, every=2)
+        wait_for(lambda: [r for r in resizes() if r["reason"] == "reclaim"], "the reclaim", 300)
+        wait_for(lambda: _running_replicas() == 3, "3 serving replicas running", 420, every=2)
         time.sleep(10)  # the 3 replicas carry the burst for a while
         burst.stop()
 
         # 3. After the burst: back to one replica, and the GPU goes back to the job.
-        _wait(lambda: _running_replicas() == 1, "the scale-down to 1 replica", 300, every=2)
-        _wait(lambda: len([r for r in resizes() if r["reason"] == "grow"]) == 2,
+        wait_for(lambda: _running_replicas() == 1, "the scale-down to 1 replica", 300, every=2)
+        wait_for(lambda: len([r for r in resizes() if r["reason"] == "grow"]) == 2,
               "the job to grow again", 300)  # fmt: skip
         regrow_step = resizes()[-1]["step"]
-        _wait(lambda: any(r["step"] > regrow_step + 1 for r in steps()), "steps after regrow", 300)
+        wait_for(
+            lambda: any(r["step"] > regrow_step + 1 for r in steps()), "steps after regrow", 300
+        )
     finally:
         if burst is not None and burst.stop_at is None:
             burst.stop()

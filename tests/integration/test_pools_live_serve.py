@@ -5,19 +5,12 @@ and replica counts of `model@pool` changed through Serve's declarative REST API,
 from __future__ import annotations
 
 import os
-import socket
 import time
 
 import httpx
 import pytest
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +22,14 @@ def live_app(tmp_path_factory):
 
     ensure_tiny_model()
     os.environ["RAY_AUTH_MODE"] = "disabled"  # the REST client below sends no token
-    dash = _free_port()
+    dash = localcluster.free_port()
     ray.init(address="local", num_cpus=6, include_dashboard=True, dashboard_host="127.0.0.1",
              dashboard_port=dash, resources={"pool:l4": 4, "accelerator_type:L4": 4})  # fmt: skip
     cfg = tmp_path_factory.mktemp("live") / "settings.yaml"
     cfg.write_text(
         "models:\n  tiny-r1: {pool: l4, autoscaling: {min_replicas: 1, max_replicas: 1}}\n"
     )
-    port = _free_port()
+    port = localcluster.free_port()
     dashboard = f"http://127.0.0.1:{dash}"
     localcluster.deploy_serve_app(dashboard, str(cfg), port)
     base = f"http://127.0.0.1:{port}"
