@@ -251,15 +251,6 @@ def run_fits(
             if rz.workers_after == 0 and engine_units:
                 stop_engines(engines)
                 engines = []
-            # The train workers are gone (fit returned): the release is done.
-            if rz.gpus_after < rz.gpus_before:
-                ray.get(
-                    ctl.set_held.remote(
-                        rz.gpus_after,
-                        rz.pool_after,
-                        "paused" if rz.workers_after == 0 else "resizing",
-                    )
-                )
             event = {
                 "event": "resize",
                 "step": step,
@@ -276,6 +267,16 @@ def run_fits(
             }
             append_event(metrics_path, event)
             resizes.append(event)
+            # The train workers are gone (fit returned): the release is done. Reported
+            # after the event is logged, so whoever sees the GPUs drop also finds the record.
+            if rz.gpus_after < rz.gpus_before:
+                ray.get(
+                    ctl.set_held.remote(
+                        rz.gpus_after,
+                        rz.pool_after,
+                        "paused" if rz.workers_after == 0 else "resizing",
+                    )
+                )
             print(
                 f"grpo: resize at step {step} ({rz.reason}): {rz.workers_before} -> "
                 f"{rz.workers_after} workers, {rz.gpus_before} -> {rz.gpus_after} GPUs "
