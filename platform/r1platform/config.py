@@ -7,7 +7,14 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -17,7 +24,14 @@ from pydantic_settings import (
 )
 
 
-class AutoscalingSettings(BaseModel):
+class StrictModel(BaseModel):
+    """Every level refuses unknown keys: a typo such as `models.<id>.max_model_length` must
+    fail loudly, not be dropped while the default silently applies."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class AutoscalingSettings(StrictModel):
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(1, ge=1)
     target_ongoing_requests: float = Field(8.0, gt=0)
@@ -31,7 +45,7 @@ class AutoscalingSettings(BaseModel):
         return self
 
 
-class ModelSettings(BaseModel):
+class ModelSettings(StrictModel):
     """One served model: where its weights are, how its engine runs, where it is placed."""
 
     path: str | None = Field(None, description="local HF model dir; None = the tiny model")
@@ -51,9 +65,27 @@ class ModelSettings(BaseModel):
         "auto", description="tokens per streamed chunk; auto grows with engine load"
     )
     autoscaling: AutoscalingSettings = AutoscalingSettings()
+    engine_extra: dict[str, Any] = Field(
+        default_factory=dict,
+        description="any other vLLM AsyncEngineArgs argument, by its vLLM name",
+    )
+
+    @field_validator("engine_extra")
+    @classmethod
+    def _known_engine_args(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if not v:
+            return v
+        from r1platform.vllm_args import engine_extra_problem
+
+        for key in v:
+            problem = engine_extra_problem(key)
+            if problem:
+                raise ValueError(problem)
+        return v
 
 
-class ServeSettings(BaseModel):
+class ServeSettings(StrictModel):
+    # In a Kubernetes pod Serve must listen on 0.0.0.0; locally loopback keeps it private.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     api_keys: list[str] = Field(default_factory=list)
@@ -132,7 +164,9 @@ class ConfigError(ValueError):
 def describe_validation_error(err: ValidationError) -> str:
     first = err.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or "settings"
-    return f"invalid setting {field}: {first['msg']}"
+    # Our own validators' messages already say what is wrong; pydantic's prefix is noise.
+    msg = first["msg"].removeprefix("Value error, ")
+    return f"invalid setting {field}: {msg}"
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -46,6 +46,8 @@ def engine_args(model_id: str, settings: ModelSettings, path: Path) -> Any:
         enforce_eager=settings.enforce_eager,
         seed=settings.seed,
         disable_log_stats=True,
+        # Checked against AsyncEngineArgs' fields, and disjoint from the ones set above.
+        **settings.engine_extra,
     )
 
 
