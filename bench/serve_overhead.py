@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,17 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from r1platform.contracts.net import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_ID = "tiny-r1"
 RAY_WORKER_NICENESS = 15  # Ray's default for worker processes
 ENGINE = {"max_model_len": 256, "dtype": "float32", "max_num_seqs": 64, "seed": 0}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -196,7 +190,7 @@ def main() -> int:
 
     model_dir = ensure_tiny_model()
     questions = [r["question"] for r in arithmetic.build_split("test", args.requests, 0)]
-    raw_port, our_port = free_port(), free_port()
+    raw_port, our_port = free_port("127.0.0.1"), free_port("127.0.0.1")
     raw = start_raw_vllm(model_dir, raw_port, args.peer_nice)
     try:
         start_ours(our_port, args.stream_interval)

@@ -18,7 +18,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from r1platform.contracts import deployment_name
+from r1platform.contracts.net import free_port
+from r1platform.contracts.resources import POOL_LABEL, pool_key
 from r1platform.pools.models import Pool, node_labels, node_resources
+
+__all__ = ["free_port"]
 
 RAY_RESERVED_LABEL_PREFIX = "ray.io/"
 
@@ -43,14 +48,6 @@ class ClusterState:
 
 def ray_bin() -> str:
     return str(Path(sys.executable).with_name("ray"))
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return sock.getsockname()[1]
 
 
 def head_command(spec: ClusterSpec, agent_port: int) -> list[str]:
@@ -336,9 +333,9 @@ def status_report(address: str, dashboard_url: str) -> dict:
                 continue
             labels = n.get("Labels") or {}
             res = n.get("Resources") or {}
-            pool = labels.get("r1p.pool")
+            pool = labels.get(POOL_LABEL)
             gpu = labels.get("r1p.accelerator-type") or labels.get("ray.io/accelerator-type")
-            gpus = res.get(f"pool:{pool}", 0) if pool else res.get("GPU", 0)
+            gpus = res.get(pool_key(pool), 0) if pool else res.get("GPU", 0)
             nodes[n["NodeID"]] = {
                 "node_id": n["NodeID"][:12],
                 "role": labels.get("r1p.role", "worker"),
@@ -355,7 +352,7 @@ def status_report(address: str, dashboard_url: str) -> dict:
             _, app, deployment = a.class_name.split(":", 2)
             node = nodes.get(a.node_id, {})
             # Only engine replicas hold pool GPUs; the ingress just happens to sit on a node.
-            on_gpu = "@" in deployment
+            on_gpu = deployment_name.is_engine(deployment)
             replicas.append({
                 "app": app, "deployment": deployment, "actor": a.actor_id[:12],
                 "pool": node.get("pool", "?") if on_gpu else "-",

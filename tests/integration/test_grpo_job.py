@@ -68,18 +68,16 @@ def test_train_briefly_then_final_checkpoint_serves_in_vllm(ray_local, tmp_path:
 
 def _serve_and_chat(ck: Path, tmp: Path) -> None:
     import importlib
-    import socket
 
     import openai
+    from r1platform.contracts.net import free_port
     from ray import serve
 
     cfg = tmp / "serve.yaml"
     cfg.write_text(f"models:\n  tiny-r1-grpo: {{path: {str(ck)!r}, max_model_len: 256}}\n")
     os.environ["R1P_CONFIG"] = str(cfg)
     try:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port("127.0.0.1")
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         sys.modules.pop("serve_apps.r1_chat", None)
         app = importlib.import_module("serve_apps.r1_chat").app

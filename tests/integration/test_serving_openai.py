@@ -6,22 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 
 import httpx
 import openai
 import pytest
+from r1platform.contracts.net import free_port
 
 pytestmark = pytest.mark.integration
 
 KEYS = ["sk-test-alpha", "sk-test-beta"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

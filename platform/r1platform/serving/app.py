@@ -5,8 +5,9 @@ from __future__ import annotations
 from ray.serve import Application
 
 from r1platform.config import Settings
+from r1platform.contracts.placement_mode import PlacementMode, detect_mode
 from r1platform.serving.deployments import EngineDeployment, OpenAIIngress
-from r1platform.serving.placement import PlacementMode, detect_mode, engine_options
+from r1platform.serving.placement import engine_options
 
 
 def placement_mode(settings: Settings) -> PlacementMode:

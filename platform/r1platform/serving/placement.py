@@ -9,11 +9,14 @@ the logic that runs on GPUs.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from r1platform.config import ModelSettings
+from r1platform.contracts import deployment_name
+from r1platform.contracts.placement_mode import PlacementMode, detect_mode
+from r1platform.contracts.resources import accelerator_key, pool_key
 
-PlacementMode = Literal["gpu", "simulated"]
+__all__ = ["PlacementMode", "detect_mode", "engine_options", "gpu_unit", "replica_bundles"]
 
 
 def gpu_unit(ms: ModelSettings, mode: PlacementMode) -> dict[str, float]:
@@ -21,14 +24,14 @@ def gpu_unit(ms: ModelSettings, mode: PlacementMode) -> dict[str, float]:
     if mode == "gpu":
         unit: dict[str, float] = {"GPU": 1.0}
         if ms.accelerator_type:
-            unit[f"accelerator_type:{ms.accelerator_type}"] = 0.001
+            unit[accelerator_key(ms.accelerator_type)] = 0.001
         if ms.pool:
-            unit[f"pool:{ms.pool}"] = 0.001
+            unit[pool_key(ms.pool)] = 0.001
         return unit
     if ms.pool:
-        return {f"pool:{ms.pool}": 1.0}
+        return {pool_key(ms.pool): 1.0}
     if ms.accelerator_type:
-        return {f"accelerator_type:{ms.accelerator_type}": 1.0}
+        return {accelerator_key(ms.accelerator_type): 1.0}
     return {}
 
 
@@ -40,7 +43,7 @@ def replica_bundles(ms: ModelSettings, mode: PlacementMode) -> list[dict[str, fl
 
 def engine_deployment_name(model_id: str, ms: ModelSettings) -> str:
     """`model@pool`: the name the pool controller parses to scale a model on one pool."""
-    return f"{model_id}@{ms.pool or ms.accelerator_type or 'any'}"
+    return deployment_name.build(model_id, ms.pool, ms.accelerator_type)
 
 
 def engine_options(model_id: str, ms: ModelSettings, mode: PlacementMode) -> dict[str, Any]:
@@ -68,7 +71,3 @@ def engine_options(model_id: str, ms: ModelSettings, mode: PlacementMode) -> dic
             "downscale_delay_s": a.downscale_delay_s,
         }
     return opts
-
-
-def detect_mode(cluster_resources: dict[str, float]) -> PlacementMode:
-    return "gpu" if cluster_resources.get("GPU", 0) > 0 else "simulated"

@@ -34,12 +34,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-NAMESPACE = "r1platform"
+from r1platform.contracts.actors import NAMESPACE
+from r1platform.contracts.actors import training_actor_name as actor_name
+
+__all__ = ["NAMESPACE", "actor_name"]
+
 RESIZE_KEY = "r1p_resize"  # key of the final Ray Train report when fit ends for a resize
-
-
-def actor_name(job: str) -> str:
-    return f"r1p-train-{job}"
 
 
 # ---------------------------------------------------------------------------- pure decisions

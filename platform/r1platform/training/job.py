@@ -126,11 +126,12 @@ def run(s: GRPOSettings) -> dict[str, Any]:
     prep = prepare(s)
     import ray
 
+    from r1platform.contracts.placement_mode import detect_mode
     from r1platform.training import elastic, rollout
     from r1platform.training.trainer import build_trainer
 
     _ensure_ray(s.ray_address)
-    mode = rollout.detect_mode(ray.cluster_resources())
+    mode = detect_mode(ray.cluster_resources())
     use_gpu = s.use_gpu if s.use_gpu is not None else mode == "gpu"
     backend = rollout.sync_backend(s.weight_sync_backend, mode)
     prep.output_dir.mkdir(parents=True, exist_ok=True)

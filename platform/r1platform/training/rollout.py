@@ -22,21 +22,22 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
+
+from r1platform.contracts.net import free_port
+from r1platform.contracts.placement_mode import PlacementMode, detect_mode
+from r1platform.contracts.resources import accelerator_key, pool_key
+
+__all__ = ["PlacementMode", "detect_mode", "free_port"]
 
 log = logging.getLogger(__name__)
 
 CPU_BACKEND = "r1p_cpu"
-PlacementMode = Literal["gpu", "simulated"]
 
 
 # ---------------------------------------------------------------------------- placement
-
-
-def detect_mode(cluster_resources: dict[str, float]) -> PlacementMode:
-    return "gpu" if cluster_resources.get("GPU", 0) > 0 else "simulated"
 
 
 def engine_actor_options(
@@ -61,13 +62,13 @@ def engine_actor_options(
         if accelerator_type:
             opts["accelerator_type"] = accelerator_type
         if pool:
-            resources[f"pool:{pool}"] = 0.001
+            resources[pool_key(pool)] = 0.001
     else:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
         if pool:
-            resources[f"pool:{pool}"] = 1.0
+            resources[pool_key(pool)] = 1.0
         elif accelerator_type:
-            resources[f"accelerator_type:{accelerator_type}"] = 1.0
+            resources[accelerator_key(accelerator_type)] = 1.0
     if resources:
         opts["resources"] = resources
     opts["runtime_env"] = {"env_vars": env}
@@ -390,12 +391,6 @@ def weight_source(model: torch.nn.Module) -> Any:
         pass
 
     return Source(model)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return int(s.getsockname()[1])
 
 
 def nccl_init_infos(

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from r1platform.contracts.resources import pool_key
 from r1platform.training import elastic, grpo, rewards
 from r1platform.training.elastic import RESIZE_KEY
 from r1platform.training.rollout import Sample, WeightSync, generate_groups
@@ -789,10 +790,10 @@ def build_trainer(
     if s.train_pool:
         # One GPU per worker; on the simulated fleet the pool unit stands for it. The pool
         # pins the GPU type, so a grow onto another pool is not held back by accelerator_type.
-        resources[f"pool:{s.train_pool}"] = 0.001 if use_gpu else 1.0
+        resources[pool_key(s.train_pool)] = 0.001 if use_gpu else 1.0
         accelerator_type = None
     elif s.rollout_pool and not use_gpu:
-        resources[f"pool:{s.rollout_pool}"] = 0.001
+        resources[pool_key(s.rollout_pool)] = 0.001
     scaling = ScalingConfig(
         num_workers=s.num_workers,
         use_gpu=use_gpu,
