@@ -55,3 +55,91 @@ def test_cli_exits_nonzero_with_one_line(tmp_path):
     assert proc.returncode != 0
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "serve.port" in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "path"),
+    [
+        ("models:\n  tiny-r1: {some_typo: 2}\n", "models.tiny-r1.some_typo"),
+        ("models:\n  a: {autoscaling: {max_replica: 2}}\n", "models.a.autoscaling.max_replica"),
+        ("serve: {hots: 0.0.0.0}\n", "serve.hots"),
+        ("modles: {}\n", "modles"),
+    ],
+)
+def test_unknown_key_at_any_level_names_its_full_path(tmp_path, monkeypatch, yaml_text, path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml_text)
+    monkeypatch.setenv("R1P_CONFIG", str(cfg))
+    with pytest.raises(ConfigError) as e:
+        load_settings()
+    assert str(e.value) == f"invalid setting {path}: Extra inputs are not permitted"
+
+
+def test_unknown_nested_key_from_env_is_refused(monkeypatch):
+    monkeypatch.setenv("R1P_SERVE__REQUEST_TIMEOUT", "5")
+    with pytest.raises(ConfigError, match=r"serve\.request_timeout: Extra inputs"):
+        load_settings()
+
+
+def test_every_shipped_settings_file_loads(monkeypatch):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    # Settings documents sit at the top of configs/; subfolders hold pools, workloads, values.
+    files = sorted(root.glob("configs/*.yaml"))
+    assert files, "no settings files found under configs/"
+    for f in files:
+        monkeypatch.setenv("R1P_CONFIG", str(f))
+        assert load_settings().models, f
+
+
+def test_engine_extra_accepts_vllm_engine_arguments(monkeypatch):
+    from r1platform.config import ModelSettings
+
+    ms = ModelSettings(engine_extra={"enable_prefix_caching": True, "kv_cache_dtype": "fp8"})
+    assert ms.engine_extra == {"enable_prefix_caching": True, "kv_cache_dtype": "fp8"}
+    assert ModelSettings.model_validate(ms.model_dump()) == ms  # survives the trip to replicas
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("max_num_seq", "unknown vLLM engine argument 'max_num_seq' (did you mean 'max_num_seqs'"),
+        ("enable_prefix_cache", "did you mean 'enable_prefix_caching'"),
+        ("no_such_thing_at_all", "unknown vLLM engine argument 'no_such_thing_at_all'"),
+        ("tensor_parallel_size", "use the model's `tensor_parallel_size` field"),
+        ("dtype", "use the model's `dtype` field"),
+        ("model", "use the model's `path` field"),
+        ("_api_process_count", "private"),
+    ],
+)
+def test_engine_extra_refuses_bad_keys_by_name(tmp_path, monkeypatch, key, expected):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"models:\n  a: {{engine_extra: {{{key}: 1}}}}\n")
+    monkeypatch.setenv("R1P_CONFIG", str(cfg))
+    with pytest.raises(ConfigError) as e:
+        load_settings()
+    msg = str(e.value)
+    assert msg.startswith("invalid setting models.a.engine_extra: ") and expected in msg, msg
+    assert "\n" not in msg
+
+
+def test_engine_arg_names_match_vllm_async_engine_args():
+    import dataclasses
+
+    from r1platform.vllm_args import OWNED_ENGINE_ARGS, engine_arg_names
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    fields = {f.name for f in dataclasses.fields(AsyncEngineArgs)}
+    assert engine_arg_names() == fields
+    assert set(OWNED_ENGINE_ARGS) <= fields, "an owned name that vLLM does not have is stale"
+
+
+def test_engine_extra_reaches_async_engine_args(tmp_path):
+    from r1platform.config import ModelSettings
+    from r1platform.serving.engine import engine_args
+
+    ms = ModelSettings(max_num_seqs=7, engine_extra={"enable_prefix_caching": False})
+    args = engine_args("m", ms, tmp_path)
+    assert args.enable_prefix_caching is False and args.max_num_seqs == 7
+    assert args.served_model_name == ["m"]
