@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
 from ray.serve import Application
 
-from r1platform.config import Settings
+from r1platform.config import ConfigError, Settings, describe_validation_error, load_settings
 from r1platform.contracts.placement_mode import PlacementMode, detect_mode
 from r1platform.serving.deployments import EngineDeployment, OpenAIIngress
 from r1platform.serving.placement import engine_options
@@ -36,3 +40,28 @@ def build_app(settings: Settings) -> Application:
     return OpenAIIngress.options(**opts).bind(
         engines, settings.serve.model_dump(), primary, primary_ms.model_dump()
     )
+
+
+def settings_from_args(args: Any) -> Settings:
+    """Serve application `args` (serveConfigV2's `args:`) as Settings: the document is the
+    same one R1P_CONFIG names, and R1P_* env vars (e.g. API keys from a Secret) still apply."""
+    if not isinstance(args, Mapping):
+        raise ConfigError(
+            f"application args must be a settings mapping (models, serve, ...), "
+            f"got {type(args).__name__}"
+        )
+    bad = [k for k in args if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"application args: setting names must be strings, got {bad[0]!r}")
+    try:
+        return load_settings(**args)
+    except ConfigError as err:
+        raise ConfigError(f"application args: {err}") from None
+    except ValidationError as err:  # a validator outside load_settings' own handling
+        raise ConfigError(f"application args: {describe_validation_error(err)}") from None
+
+
+def build_app_from_args(args: dict[str, Any]) -> Application:
+    """Serve's application-builder route: `import_path: serve_apps.r1_chat:build_app_from_args`
+    with the settings document as `args` (Serve refuses args for an already built app)."""
+    return build_app(settings_from_args(args))
