@@ -22,6 +22,7 @@ import argparse
 from benchutil import quiet_stdout
 from r1platform.pools import scenarios, sim, trace
 from r1platform.pools.errors import PoolsError
+from r1platform.pools.plan_model import PlanRequest
 from r1platform.pools.planner import plan
 
 
@@ -132,7 +133,9 @@ def main() -> int:
                 rates = {w.name: w.request_rate * mult for w in wl.serving}
                 try:
                     with quiet_stdout():
-                        c = plan(f, wl, rates=rates, mip_gap=1e-3, time_limit_s=5).cost_per_hour
+                        c = plan(
+                            PlanRequest(f, wl, rates=rates, mip_gap=1e-3, time_limit_s=5)
+                        ).cost_per_hour
                 except PoolsError:
                     cells += ["infeasible", "-"]
                     continue

@@ -20,7 +20,8 @@ from r1platform.pools import planner as pl
 from r1platform.pools import scenarios
 from r1platform.pools.catalog import load_catalog
 from r1platform.pools.errors import PoolsError
-from r1platform.pools.models import Fleet, Pool
+from r1platform.pools.fleet import Fleet, Pool
+from r1platform.pools.plan_model import PlanRequest
 from r1platform.pools.reference import brute_force_cost
 from r1platform.pools.workloads import ServingWorkload, SloSpec, Workloads
 
@@ -75,8 +76,8 @@ def main() -> int:
                 if math.isinf(opt):
                     infeasible += 1
                     continue
-                got = pl.plan(fleet, wl).cost_per_hour
-                greedy = pl.plan(fleet, wl, method="greedy").cost_per_hour
+                got = pl.plan(PlanRequest(fleet, wl)).cost_per_hour
+                greedy = pl.plan(PlanRequest(fleet, wl, method="greedy")).cost_per_hour
             except PoolsError:
                 infeasible += 1
                 continue
@@ -99,13 +100,13 @@ def main() -> int:
     with quiet_stdout():
         for _ in range(args.repeats):
             t = time.perf_counter()
-            p = pl.plan(fleet, wl)
+            p = pl.plan(PlanRequest(fleet, wl))
             times.append(time.perf_counter() - t)
             t = time.perf_counter()
-            g = pl.plan(fleet, wl, method="greedy")
+            g = pl.plan(PlanRequest(fleet, wl, method="greedy"))
             gtimes.append(time.perf_counter() - t)
         t = time.perf_counter()
-        exact = pl.plan(fleet, wl, mip_gap=1e-4, time_limit_s=30, exact=True)
+        exact = pl.plan(PlanRequest(fleet, wl, mip_gap=1e-4, time_limit_s=30, exact=True))
         exact_s = time.perf_counter() - t
     print()
     print(

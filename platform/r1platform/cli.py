@@ -56,7 +56,7 @@ def up(
     """Start the local Ray cluster with its virtual GPU fleet and deploy the OpenAI endpoint."""
     from r1platform import localcluster
     from r1platform.pools.errors import PoolsConfigError
-    from r1platform.pools.models import load_pools
+    from r1platform.pools.fleet import load_pools
 
     if not config.is_file():
         raise fail(f"config file not found: {config}")

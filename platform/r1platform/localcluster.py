@@ -21,7 +21,7 @@ from pathlib import Path
 from r1platform.contracts import deployment_name
 from r1platform.contracts.net import free_port
 from r1platform.contracts.resources import POOL_LABEL, pool_key
-from r1platform.pools.models import Pool, node_labels, node_resources
+from r1platform.pools.fleet import Pool, node_labels, node_resources
 
 __all__ = ["free_port"]
 

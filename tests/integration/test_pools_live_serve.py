@@ -93,7 +93,7 @@ def test_controller_scales_serving_on_a_live_burst_and_traces_it(live_app, tmp_p
         RayServeActuator,
     )
     from r1platform.pools.controller import Controller, ControllerConfig
-    from r1platform.pools.models import load_fleet
+    from r1platform.pools.fleet import load_fleet
     from r1platform.pools.workloads import load_workloads
 
     spans = telemetry.in_memory_exporter()

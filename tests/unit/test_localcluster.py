@@ -2,7 +2,7 @@ import json
 import os
 
 from r1platform import localcluster
-from r1platform.pools.models import load_pools
+from r1platform.pools.fleet import load_pools
 
 
 def test_virtual_nodes_declare_pool_gpus_and_safe_labels():

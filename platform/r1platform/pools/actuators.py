@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .controller import DeploymentLoad
-from .models import ACCELERATOR_LABEL, POOL_LABEL, Fleet
+from .fleet import ACCELERATOR_LABEL, POOL_LABEL, Fleet
 from .workloads import Workloads
 
 SEP = "@"
@@ -417,7 +417,7 @@ def start_controller_actor(
             import tempfile
 
             from .controller import Controller
-            from .models import load_fleet
+            from .fleet import load_fleet
             from .workloads import load_workloads
 
             d = Path(tempfile.mkdtemp())

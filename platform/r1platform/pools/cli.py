@@ -49,7 +49,8 @@ def plan_cmd(
     greedy: Annotated[bool, typer.Option(help="Skip the ILP (heuristic only).")] = False,
 ) -> None:
     """Solve the cost-optimal placement of serving and training on the GPU pools."""
-    from .models import load_fleet
+    from .fleet import load_fleet
+    from .plan_model import PlanRequest
     from .planner import plan
     from .render import plan_tables
     from .workloads import load_workloads
@@ -57,7 +58,9 @@ def plan_cmd(
     try:
         fleet = load_fleet(pools)
         wl = load_workloads(workloads, fleet.catalog)
-        p = plan(fleet, wl, time_limit_s=time_limit, method="greedy" if greedy else "ilp")
+        p = plan(
+            PlanRequest(fleet, wl, time_limit_s=time_limit, method="greedy" if greedy else "ilp")
+        )
     except InfeasibleError as e:
         if format is Format.json:
             print(json.dumps({"feasible": False, "error": str(e), "missing": e.missing}))
@@ -99,7 +102,7 @@ def control_cmd(
 
     from . import actuators
     from .controller import Controller, ControllerConfig
-    from .models import load_fleet
+    from .fleet import load_fleet
     from .workloads import load_workloads
 
     try:

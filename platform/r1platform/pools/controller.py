@@ -20,7 +20,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from opentelemetry.trace import StatusCode
@@ -31,8 +31,9 @@ from r1platform.telemetry import get_tracer, set_attributes
 
 from . import decisions as rec
 from .errors import InfeasibleError, PoolsError
-from .models import Fleet
-from .planner import Plan, plan
+from .fleet import Fleet
+from .plan_model import Plan, PlanRequest
+from .planner import plan_one_layout
 from .workloads import Workloads
 
 TRACER = "r1platform.pools"
@@ -315,34 +316,6 @@ def decide(
     return actions
 
 
-def plan_one_layout(
-    fleet: Fleet,
-    workloads: Workloads,
-    *,
-    pinned: Mapping[tuple[str, str], tuple[int, int]] | None = None,
-    **kw,
-) -> Plan:
-    """plan() with at most one TP x PP layout per (deployment, pool): the Serve deployment
-    `D@P` has one layout. A plan that mixes layouts in a pool (common with request-size mixes:
-    small TP for short requests, large TP for long ones) is solved again with that pair pinned
-    to the layout that carries most of its capacity. Each round pins at least one more pair,
-    so this ends after at most one round per pair."""
-    pins = dict(pinned or {})
-    while True:
-        p = plan(fleet, workloads, pinned=pins, **kw)
-        by: dict[tuple[str, str], list] = defaultdict(list)
-        for s in p.serving:
-            by[(s.deployment, s.pool)].append(s)
-        mixed = {
-            k: max(v, key=lambda s: (s.capacity_rps, -s.gpus, -s.tp))
-            for k, v in by.items()
-            if len({(s.tp, s.pp) for s in v}) > 1
-        }
-        if not mixed:
-            return p
-        pins.update({k: (s.tp, s.pp) for k, s in mixed.items()})
-
-
 def serving_cost(p: Plan, replicas: Mapping[tuple[str, str], int]) -> float:
     per = {(o.deployment, o.pool): o.replica_cost_per_hour for o in p.options}
     for s in p.serving:
@@ -435,13 +408,15 @@ class Controller:
                         # Headroom and lookahead are wishes; the measured load is the need.
                         raw = {k: v.request_rate for k, v in loads.items() if k in rates}
                         p = plan_one_layout(
-                            fleet,
-                            workloads,
-                            rates={**rates, **raw},
-                            pinned=pinned,
-                            job_pools=job_pools,
-                            time_limit_s=self.cfg.plan_time_limit_s,
-                            mip_gap=self.cfg.mip_gap,
+                            PlanRequest(
+                                fleet,
+                                workloads,
+                                rates={**rates, **raw},
+                                pinned=pinned,
+                                job_pools=job_pools,
+                                time_limit_s=self.cfg.plan_time_limit_s,
+                                mip_gap=self.cfg.mip_gap,
+                            )
                         )
                         set_attributes(ps, {"degraded": "planned for measured load only"})
                 except PoolsError as e:
@@ -534,7 +509,9 @@ class Controller:
             return out
 
     def _plan(self, fleet, workloads, rates, pinned, keep, job_pools, training_now, span) -> Plan:
-        kw = dict(
+        req = PlanRequest(
+            fleet,
+            workloads,
             rates=rates,
             pinned=pinned,
             keep=keep,
@@ -542,7 +519,7 @@ class Controller:
             time_limit_s=self.cfg.plan_time_limit_s,
             mip_gap=self.cfg.mip_gap,
         )
-        full = plan_one_layout(fleet, workloads, **kw)
+        full = plan_one_layout(req)
         held: dict[str, int] = defaultdict(int)
         for job, g in training_now.items():
             q = self.mem.job_pool.get(job)
@@ -551,7 +528,7 @@ class Controller:
         if not held:
             return full
         try:
-            free = plan_one_layout(fleet, workloads, held=held, **kw)
+            free = plan_one_layout(replace(req, held=held))
         except PoolsError:
             set_attributes(span, {"reclaim_needed": True})
             return full

@@ -11,8 +11,17 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from r1platform.contracts.resources import (
+    ACCELERATOR_LABEL,
+    POOL_LABEL,
+    accelerator_key,
+    accelerators_in,
+    pool_key,
+    pools_in,
+)
+
 from .catalog import Catalog, load_catalog
-from .models import ACCELERATOR_LABEL, POOL_LABEL, Pool
+from .fleet import Pool
 
 # Node-group labels set by the managed Kubernetes offerings and KubeRay; the first present names
 # the pool, so one GPU type split over two node groups stays two pools.
@@ -88,8 +97,8 @@ def from_ray(nodes: Sequence[Mapping[str, Any]], catalog: Catalog | None = None)
             continue
         res: Mapping[str, float] = node.get("Resources") or node.get("resources") or {}
         labels: Mapping[str, str] = node.get("Labels") or node.get("labels") or {}
-        pool_res = [k.split(":", 1)[1] for k in res if k.startswith("pool:")]
-        acc_res = [k.split(":", 1)[1] for k in res if k.startswith("accelerator_type:")]
+        pool_res = pools_in(res)
+        acc_res = accelerators_in(res)
         acc = labels.get(ACCELERATOR_LABEL) or (acc_res[0] if acc_res else None)
         if acc is None:
             continue
@@ -99,10 +108,10 @@ def from_ray(nodes: Sequence[Mapping[str, Any]], catalog: Catalog | None = None)
         pool = labels.get(POOL_LABEL) or (pool_res[0] if pool_res else None)
         if "GPU" in res:
             gpus = int(res["GPU"])
-        elif pool is not None and f"pool:{pool}" in res:
-            gpus = int(res[f"pool:{pool}"])
+        elif pool is not None and pool_key(pool) in res:
+            gpus = int(res[pool_key(pool)])
         else:
-            gpus = int(res.get(f"accelerator_type:{acc}", 0))
+            gpus = int(res.get(accelerator_key(acc), 0))
         if gpus <= 0:
             continue
         pool = pool or labels.get("ray.io/node-group") or _pool_name(gpu)

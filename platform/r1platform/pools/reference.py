@@ -8,8 +8,9 @@ import math
 import numpy as np
 from scipy.optimize import linprog
 
-from .models import Fleet
-from .planner import Option, build_options
+from .fleet import Fleet
+from .options import build_options
+from .plan_model import Option
 from .workloads import Workloads
 
 

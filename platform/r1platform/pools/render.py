@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .decisions import Decision
-from .planner import Plan
+from .plan_model import Plan
 from .workloads import Workloads
 
 

@@ -8,7 +8,7 @@ from statistics import NormalDist
 
 from .catalog import Catalog, load_catalog
 from .fit import builtin_models
-from .models import Fleet, Pool
+from .fleet import Fleet, Pool
 from .workloads import GpuRange, ServingWorkload, SizeClass, SloSpec, TrainingJob, Workloads
 
 # Share of a mixed fleet per type, roughly what a large multi-generation cloud account holds.

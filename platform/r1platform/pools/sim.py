@@ -34,8 +34,10 @@ from scipy.optimize import linprog
 
 from .controller import Controller, ControllerConfig, DeploymentLoad
 from .fit import model_spec
-from .models import Fleet, Pool
-from .planner import Option, build_options, plan
+from .fleet import Fleet, Pool
+from .options import build_options
+from .plan_model import Option, PlanRequest
+from .planner import plan
 from .trace import Trace
 from .workloads import GpuRange, ServingWorkload, TrainingJob, Workloads
 
@@ -433,7 +435,7 @@ def simulate(
         ref.append(ctl)
     elif policy == "static":
         peak = {w.name: w.request_rate * trace.peak * (1 + cfg.headroom) for w in serving}
-        p = plan(fleet, wl, rates=peak)
+        p = plan(PlanRequest(fleet, wl, rates=peak))
         for s in p.serving:
             caps = _class_caps(p, s.deployment, s.pool, s.tp, s.pp)
             for _ in range(s.replicas):

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .catalog import Catalog, load_catalog
 from .errors import PoolsConfigError
 from .fit import Slo, model_spec
-from .models import _first_error, read_yaml
+from .fleet import _first_error, read_yaml
 
 
 class SloSpec(BaseModel):

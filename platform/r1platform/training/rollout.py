@@ -51,7 +51,7 @@ def engine_actor_options(
     """Ray actor options for one rollout engine.
 
     Real GPU nodes: one GPU plus Ray's accelerator-type marker. Simulated fleet (virtual nodes
-    that declare `accelerator_type:<X>` / `pool:<P>` units, see pools.models.node_resources):
+    that declare `accelerator_type:<X>` / `pool:<P>` units, see pools.fleet.node_resources):
     one such unit, so the same placement logic is exercised on CPU.
     """
     resources: dict[str, float] = {}

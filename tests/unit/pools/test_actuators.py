@@ -106,7 +106,7 @@ def test_live_fleet_merges_what_ray_reports_each_cycle(monkeypatch):
     from r1platform.pools import inventory
     from r1platform.pools.actuators import live_fleet
     from r1platform.pools.catalog import load_catalog
-    from r1platform.pools.models import Fleet, Pool
+    from r1platform.pools.fleet import Fleet, Pool
 
     cat = load_catalog()
     yaml_pools = [Pool(name="l4", gpu="L4", nodes=1, gpus_per_node=4, max_nodes=2)]

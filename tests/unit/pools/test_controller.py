@@ -15,7 +15,7 @@ from r1platform.pools.controller import (
     Memory,
     target_rates,
 )
-from r1platform.pools.models import Fleet, Pool
+from r1platform.pools.fleet import Fleet, Pool
 from r1platform.pools.workloads import GpuRange, ServingWorkload, SloSpec, TrainingJob, Workloads
 from r1platform.telemetry import in_memory_exporter
 
@@ -303,8 +303,8 @@ def test_a_dip_shorter_than_the_stabilization_window_releases_nothing():
 def test_controller_plans_one_layout_per_deployment_and_pool():
     # Serve runs deployment D on pool P as one deployment `D@P` with one TP layout; with a
     # request-size mix the ILP alone serves short requests on TP1 and long ones on TP4 there.
-    from r1platform.pools.controller import plan_one_layout
-    from r1platform.pools.planner import plan
+    from r1platform.pools.plan_model import PlanRequest
+    from r1platform.pools.planner import plan, plan_one_layout
     from r1platform.pools.workloads import SizeClass
 
     fleet = Fleet(
@@ -323,9 +323,9 @@ def test_controller_plans_one_layout_per_deployment_and_pool():
             )
         ]
     )  # fmt: skip
-    free = plan(fleet, wl)
+    free = plan(PlanRequest(fleet, wl))
     assert len({(s.tp, s.pp) for s in free.serving}) > 1  # the instance this guards against
-    one = plan_one_layout(fleet, wl)
+    one = plan_one_layout(PlanRequest(fleet, wl))
     assert len({(s.tp, s.pp) for s in one.serving}) == 1
     assert one.cost_per_hour >= free.cost_per_hour - 1e-9
     assert sum(s.replicas for s in one.serving) == one.replicas()[("chat", "a100")]

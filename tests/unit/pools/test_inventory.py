@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from kubernetes.client import ApiClient
+from r1platform.pools.fleet import Pool, node_labels, node_resources
 from r1platform.pools.inventory import from_k8s, from_ray, merge
-from r1platform.pools.models import Pool, node_labels, node_resources
 
 
 def _virtual(pool: Pool, alive: bool = True) -> dict:

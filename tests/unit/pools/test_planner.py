@@ -9,7 +9,8 @@ import pytest
 from r1platform.pools import scenarios
 from r1platform.pools.catalog import load_catalog
 from r1platform.pools.errors import FitError, InfeasibleError
-from r1platform.pools.models import Fleet, Pool
+from r1platform.pools.fleet import Fleet, Pool
+from r1platform.pools.plan_model import PlanRequest
 from r1platform.pools.planner import plan
 from r1platform.pools.reference import brute_force_cost
 from r1platform.pools.workloads import GpuRange, ServingWorkload, SloSpec, TrainingJob, Workloads
@@ -57,9 +58,9 @@ def test_ilp_matches_brute_force_on_small_instances(seed):
         return
     if math.isinf(want):
         with pytest.raises(InfeasibleError):
-            plan(fleet, wl)
+            plan(PlanRequest(fleet, wl))
         return
-    got = plan(fleet, wl)
+    got = plan(PlanRequest(fleet, wl))
     assert got.cost_per_hour == pytest.approx(want, rel=1e-6)
 
 
@@ -70,7 +71,7 @@ def test_picks_cheapest_type_and_json_shape():
         Pool(name="l4", gpu="L4", nodes=8, gpus_per_node=1),
     )
     wl = Workloads(serving=[_svc("chat", "r1-distill-qwen-7b", 6.0)])
-    p = plan(fleet, wl)
+    p = plan(PlanRequest(fleet, wl))
     j = p.to_json()
     assert set(j) >= {"feasible", "cost_per_hour", "serving", "training", "pools", "options"}
     assert set(j["serving"][0]) == {
@@ -103,7 +104,7 @@ def test_picks_cheapest_type_and_json_shape():
 def test_deterministic():
     f = scenarios.fleet(400)
     w = scenarios.workloads(8, seed=3, total_gpus=400, n_jobs=3)
-    a, b = plan(f, w).to_json(), plan(f, w).to_json()
+    a, b = plan(PlanRequest(f, w)).to_json(), plan(PlanRequest(f, w)).to_json()
     a["solver"].pop("time_s")
     b["solver"].pop("time_s")
     assert a == b
@@ -132,7 +133,7 @@ def test_training_gets_leftover_by_priority_within_min_max_and_types():
             ),
         ],
     )
-    p = plan(fleet, wl)
+    p = plan(PlanRequest(fleet, wl))
     serving = sum(s.gpus for s in p.serving)
     got = p.training_gpus()
     # "hi" takes every H100 serving leaves; "lo" fits on L4 within its max; "big" cannot get 32.
@@ -150,7 +151,7 @@ def test_infeasible_reports_missing_gpus_per_pool():
     fleet = _fleet(Pool(name="h100", gpu="H100", nodes=2, gpus_per_node=8))
     wl = Workloads(serving=[_svc("r1-671b", "deepseek-r1", 20.0)])
     with pytest.raises(InfeasibleError) as e:
-        plan(fleet, wl)
+        plan(PlanRequest(fleet, wl))
     msg = str(e.value)
     assert "more H100-class GPUs (pool h100) for r1-671b" in msg
     need = e.value.missing[0]["gpus"]
@@ -161,13 +162,13 @@ def test_model_that_fits_nowhere():
     fleet = _fleet(Pool(name="l4", gpu="L4", nodes=1, gpus_per_node=1))
     wl = Workloads(serving=[_svc("r1-671b", "deepseek-r1", 1.0)])
     with pytest.raises(FitError, match="'deepseek-r1' fits on no pool"):
-        plan(fleet, wl)
+        plan(PlanRequest(fleet, wl))
 
 
 def test_greedy_is_feasible_and_not_cheaper_than_ilp():
     f = scenarios.fleet(2000)
     w = scenarios.workloads(20, seed=7, total_gpus=2000, n_jobs=4)
-    ilp, greedy = plan(f, w), plan(f, w, method="greedy")
+    ilp, greedy = plan(PlanRequest(f, w)), plan(PlanRequest(f, w, method="greedy"))
     assert greedy.solver["method"] == "greedy"
     assert greedy.cost_per_hour >= ilp.cost_per_hour - 1e-6
     for p in (ilp, greedy):
@@ -177,7 +178,7 @@ def test_greedy_is_feasible_and_not_cheaper_than_ilp():
 def test_scale_10k_gpus_50_deployments():
     f = scenarios.fleet(10_000)
     w = scenarios.workloads(50, seed=1, total_gpus=10_000, n_jobs=10)
-    p = plan(f, w)
+    p = plan(PlanRequest(f, w))
     # Speed is bench/planner.py's job (it compares against a peer in the same run); here the
     # fleet-scale path must take the ILP route and respect its own LP bound.
     assert p.solver["method"] == "ilp" and p.solver["serving_status"] == "optimal"
@@ -185,7 +186,8 @@ def test_scale_10k_gpus_50_deployments():
 
 
 def test_measured_replica_rps_overrides_the_estimate(tmp_path):
-    from r1platform.pools.models import load_fleet
+    from r1platform.pools.fleet import load_fleet
+    from r1platform.pools.plan_model import PlanRequest
     from r1platform.pools.planner import plan
     from r1platform.pools.workloads import load_workloads
 
@@ -198,7 +200,7 @@ def test_measured_replica_rps_overrides_the_estimate(tmp_path):
         "     replica_rps: {L4: 4.0}}\n"
     )
     fleet = load_fleet(tmp_path / "p.yaml")
-    p = plan(fleet, load_workloads(tmp_path / "w.yaml", fleet.catalog)).to_json()
+    p = plan(PlanRequest(fleet, load_workloads(tmp_path / "w.yaml", fleet.catalog))).to_json()
     # 9 rps at a measured 4 rps per replica needs 3 replicas; the roofline would say 1.
     assert p["serving"][0]["replicas"] == 3
     assert p["options"][0]["replica_capacity_rps"] == 4.0
@@ -213,11 +215,11 @@ def test_idle_deployment_keeps_min_replicas_on_the_cheapest_option(method):
         Pool(name="l4", gpu="L4", nodes=4, gpus_per_node=1),
     )
     idle = Workloads(serving=[_svc("chat", "r1-distill-qwen-1.5b", 0.0, min_replicas=2)])
-    p = plan(fleet, idle, method=method)
+    p = plan(PlanRequest(fleet, idle, method=method))
     assert sum(s.replicas for s in p.serving) == 2
     cheapest = min(o.replica_cost_per_hour for o in p.options)
     assert p.cost_per_hour == pytest.approx(2 * cheapest)
     if method == "ilp":
         assert p.cost_per_hour == pytest.approx(brute_force_cost(fleet, idle))
     zero = Workloads(serving=[_svc("chat", "r1-distill-qwen-1.5b", 0.0, min_replicas=0)])
-    assert plan(fleet, zero, method=method).serving == []
+    assert plan(PlanRequest(fleet, zero, method=method)).serving == []

@@ -10,8 +10,10 @@ import pytest
 from r1platform.pools import scenarios, sim, trace
 from r1platform.pools.catalog import load_catalog
 from r1platform.pools.errors import FitError, InfeasibleError, PoolsConfigError
-from r1platform.pools.models import Fleet, Pool
-from r1platform.pools.planner import build_options, plan
+from r1platform.pools.fleet import Fleet, Pool
+from r1platform.pools.options import build_options
+from r1platform.pools.plan_model import PlanRequest
+from r1platform.pools.planner import plan
 from r1platform.pools.reference import brute_force_cost
 from r1platform.pools.workloads import (
     ServingWorkload,
@@ -63,9 +65,9 @@ def test_each_class_gets_its_own_throughput_per_layout():
 def test_short_requests_go_to_small_gpus_and_long_ones_to_big_gpus():
     fleet = _fleet(L40S, H200)
     wl = Workloads(serving=[_mixed("chat", "r1-distill-qwen-7b", 5.0)])
-    p = plan(fleet, wl)
+    p = plan(PlanRequest(fleet, wl))
     assert {s.pool for s in p.serving} == {"l40s", "h200"}
-    alone = [plan(_fleet(pool), wl).cost_per_hour for pool in (L40S, H200)]
+    alone = [plan(PlanRequest(_fleet(pool), wl)).cost_per_hour for pool in (L40S, H200)]
     assert p.cost_per_hour < 0.8 * min(alone)  # 5.78 vs 7.60 $/h (H200 only), 7.92 (L40S only)
     assert p.cost_per_hour == pytest.approx(brute_force_cost(fleet, wl), rel=1e-6)
     # Each assignment's capacity is at the mix routed to it; together they cover the demand.
@@ -79,14 +81,18 @@ def test_short_requests_go_to_small_gpus_and_long_ones_to_big_gpus():
 def test_a_one_class_mix_is_the_plain_average():
     fleet = _fleet(L40S, H200)
     one = [SizeClass(share=1.0, input_tokens=500, output_tokens=800)]
-    a = plan(fleet, Workloads(serving=[_mixed("d", "r1-distill-qwen-7b", 12.0, one)]))
+    a = plan(PlanRequest(fleet, Workloads(serving=[_mixed("d", "r1-distill-qwen-7b", 12.0, one)])))
     b = plan(
-        fleet,
-        Workloads(
-            serving=[
-                _mixed("d", "r1-distill-qwen-7b", 12.0, one).model_copy(update={"size_mix": None})
-            ]
-        ),
+        PlanRequest(
+            fleet,
+            Workloads(
+                serving=[
+                    _mixed("d", "r1-distill-qwen-7b", 12.0, one).model_copy(
+                        update={"size_mix": None}
+                    )
+                ]
+            ),
+        )
     )
     assert a.cost_per_hour == pytest.approx(b.cost_per_hour)
     assert [(s.pool, s.replicas) for s in a.serving] == [(s.pool, s.replicas) for s in b.serving]
@@ -115,16 +121,16 @@ def test_ilp_with_size_mixes_matches_brute_force(seed):
         return
     if math.isinf(want):
         with pytest.raises((InfeasibleError, FitError)):
-            plan(fleet, wl)
+            plan(PlanRequest(fleet, wl))
         return
-    got = plan(fleet, wl)
+    got = plan(PlanRequest(fleet, wl))
     assert got.cost_per_hour == pytest.approx(want, rel=1e-6)
-    assert plan(fleet, wl, method="greedy").cost_per_hour >= want - 1e-6
+    assert plan(PlanRequest(fleet, wl, method="greedy")).cost_per_hour >= want - 1e-6
 
 
 def test_min_replicas_still_holds_with_a_mix():
     fleet = _fleet(L40S, H200)
-    p = plan(fleet, Workloads(serving=[_mixed("idle", "r1-distill-qwen-7b", 0.0)]))
+    p = plan(PlanRequest(fleet, Workloads(serving=[_mixed("idle", "r1-distill-qwen-7b", 0.0)])))
     assert sum(s.replicas for s in p.serving) == 1
     assert p.cost_per_hour == pytest.approx(min(o.replica_cost_per_hour for o in p.options))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from r1platform.pools.catalog import load_catalog
 from r1platform.pools.errors import PoolsConfigError, UnknownGpuError
-from r1platform.pools.models import load_fleet, load_pools, node_labels, node_resources
+from r1platform.pools.fleet import load_fleet, load_pools, node_labels, node_resources
 
 # The GPU types issue 4 requires the catalog to cover.
 ISSUE_GPU_TYPES = ("H200", "H100", "H800", "H20", "A100-80G", "A100-40G", "L40S", "A10G", "L4",

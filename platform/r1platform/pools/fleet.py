@@ -15,14 +15,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from r1platform.contracts.resources import ACCELERATOR_LABEL, POOL_LABEL, accelerator_key, pool_key
+
 from .catalog import Catalog, load_catalog
 from .errors import PoolsConfigError
 
 # Ray resource names and k8s label values both accept this alphabet.
 _POOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-POOL_LABEL = "r1p.pool"
-ACCELERATOR_LABEL = "ray.io/accelerator-type"
 
 
 class Pool(BaseModel):
@@ -71,7 +70,7 @@ def node_resources(pool: Pool) -> dict[str, float]:
     "GPU" instead, and `inventory.from_ray` understands both.
     """
     n = float(pool.gpus_per_node)
-    return {f"pool:{pool.name}": n, f"accelerator_type:{pool.gpu}": n}
+    return {pool_key(pool.name): n, accelerator_key(pool.gpu): n}
 
 
 def node_labels(pool: Pool) -> dict[str, str]:
