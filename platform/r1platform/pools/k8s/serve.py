@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import yaml
+from opentelemetry import trace
 
 from r1platform.contracts import deployment_name as dn
 from r1platform.telemetry import get_tracer, set_attributes
@@ -43,6 +44,7 @@ from .serve_config import (
 )
 
 TRACER = "r1platform.pools"  # the controller's tracer: restores sit beside its scale spans
+Change = tuple[str, int | None, int]  # (Serve deployment name, count before, count after)
 
 
 # ---------------------------------------------------------------- the Serve actuator
@@ -75,7 +77,7 @@ class RayServiceServeActuator:
         self.pools = pools
         self.record_path, self.record, self.cycle = record_path, record, cycle
         self.owned: dict[str, int] = {}  # Serve name -> count this controller last set
-        self.restores: list[tuple[str, int | None, int]] = []  # last read's (name, was, now)
+        self.restores: list[Change] = []  # last read's (name, was, now)
         self.tracer = get_tracer(TRACER)
 
     @property
@@ -96,10 +98,11 @@ class RayServiceServeActuator:
         return (model, pool) if pool else None
 
     def _update(
-        self, mutate: Callable[[dict[str, Any], dict[str, int]], list[tuple[str, int | None, int]]]
-    ) -> list[tuple[str, int | None, int]]:
+        self, mutate: Callable[[dict[str, Any], dict[str, int]], list[Change]]
+    ) -> tuple[list[Change], dict[str, Any]]:
         """Read, apply `mutate` (which edits the document and the owned counts and returns the
-        changes), patch with the read's resourceVersion; on 409 start over from a fresh read."""
+        changes), patch with the read's resourceVersion; on 409 start over from a fresh read.
+        Returns the changes and the object as stored afterwards."""
         from kubernetes.client.exceptions import ApiException
 
         for attempt in range(1, self.max_attempts + 1):
@@ -108,7 +111,9 @@ class RayServiceServeActuator:
             owned = {**owned_counts(obj), **self.owned}
             changes = mutate(doc, owned)
             if not changes:
-                return []
+                return [], obj
+            entries = deployment_entries(doc)  # forget counts of deployments the chart dropped
+            owned = {n: c for n, c in owned.items() if n in entries}
             body = {
                 "metadata": {
                     "resourceVersion": obj["metadata"]["resourceVersion"],
@@ -117,7 +122,7 @@ class RayServiceServeActuator:
                 "spec": {"serveConfigV2": yaml.safe_dump(doc, sort_keys=False)},
             }
             try:
-                self.api.patch_namespaced_custom_object(
+                stored = self.api.patch_namespaced_custom_object(
                     GROUP, VERSION, self.namespace, RAYSERVICES, self.name, body
                 )
             except ApiException as e:
@@ -127,7 +132,7 @@ class RayServiceServeActuator:
                     self.sleep(self.backoff_s * attempt * (0.5 + random.random()))
                 continue
             self.owned = owned
-            return changes
+            return changes, stored
         raise RayServiceConflictError(
             f"RayService {self.where} changed under each of {self.max_attempts} attempts "
             "(409 Conflict); the change was not applied and nothing was overwritten"
@@ -137,13 +142,16 @@ class RayServiceServeActuator:
         """Fixed counts of every `D@P` in serveConfigV2, after restoring the counts this
         controller owns where someone else (a `helm upgrade`) reset them."""
         obj = self._get()
-        doc = parse_serve_config(obj, self.where)
-        entries = deployment_entries(doc)
+        entries = deployment_entries(parse_serve_config(obj, self.where))
         owned = {**owned_counts(obj), **self.owned}
+        self.owned = {n: c for n, c in self.owned.items() if n in entries}
         self.restores = []
         if any(n in entries and entry_replicas(entries[n]) != c for n, c in owned.items()):
-            self.restores = self._restore()
-            obj = self._get()
+            try:
+                self.restores, obj = self._restore()
+            except RayServiceConflictError as e:
+                # Plan from what is there; the next cycle (or this cycle's scale) tries again.
+                set_attributes(trace.get_current_span(), {"serve.restore_error": str(e)})
             entries = deployment_entries(parse_serve_config(obj, self.where))
         out = {}
         for name, entry in entries.items():
@@ -152,7 +160,7 @@ class RayServiceServeActuator:
                 out[key] = n
         return out
 
-    def _restore(self) -> list[tuple[str, int | None, int]]:
+    def _restore(self) -> tuple[list[Change], dict[str, Any]]:
         def mutate(doc, owned):
             entries = deployment_entries(doc)
             for gone in [n for n in owned if n not in entries]:
@@ -165,15 +173,13 @@ class RayServiceServeActuator:
                     changes.append((n, was, want))
             return changes
 
-        changes = self._update(mutate)
+        changes, obj = self._update(mutate)
         self._record_restores(changes)
-        return changes
+        return changes, obj
 
-    def _record_restores(self, changes: list[tuple[str, int | None, int]]) -> None:
+    def _record_restores(self, changes: list[Change]) -> None:
         if not changes:
             return
-        from opentelemetry import trace
-
         from r1platform.pools import decisions as rec
 
         summary = ",".join(f"{n}:{'-' if w is None else w}->{c}" for n, w, c in changes)
