@@ -28,6 +28,19 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+@app.callback()
+def _cluster_auth() -> None:
+    """Every command that talks to the local cluster (status, control, ...) presents its Ray
+    token. An auth mode already set in the environment (RAY_AUTH_MODE) is for another
+    cluster and is kept."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    from r1platform import localcluster
+
+    if localcluster.load_state() is not None:
+        localcluster.use_cluster_auth()
+
+
 @model_app.command("build-tiny")
 def build_tiny(
     out: Path = typer.Option(None, help="output dir (default: the cache's models/tiny-r1)"),
@@ -52,9 +65,15 @@ def build_tiny(
 def up(
     pools: Path = typer.Option(Path("configs/pools/local.yaml"), help="pools YAML"),
     config: Path = typer.Option(Path("configs/local.yaml"), help="settings YAML (R1P_CONFIG)"),
+    auth: bool = typer.Option(
+        True,
+        help="Ray token auth on the dashboard, Jobs API and GCS (token: RAY_AUTH_TOKEN, or "
+        "generated once into the state dir, mode 0600)",
+    ),
+    serve: bool = typer.Option(True, help="deploy the OpenAI endpoint (--no-serve: Ray only)"),
 ) -> None:
     """Start the local Ray cluster with its virtual GPU fleet and deploy the OpenAI endpoint."""
-    from r1platform import localcluster
+    from r1platform import localcluster, ray_auth
     from r1platform.pools.errors import PoolsConfigError
     from r1platform.pools.fleet import load_pools
 
@@ -69,13 +88,20 @@ def up(
     spec = localcluster.ClusterSpec()
     with console.status("starting") as status:
         try:
-            state = localcluster.up(fleet, spec, settings.serve.port, status.update)
+            state = localcluster.up(
+                fleet, spec, settings.serve.port, status.update, auth=auth, serve=serve
+            )
         except RuntimeError as err:
             raise fail(str(err)) from None
-    console.print(
-        f"[green]ready[/]  endpoint [bold]{state.serve_url}[/]  "
-        f"dashboard [bold]{state.dashboard_url}[/]"
-    )
+    endpoint = f"endpoint [bold]{state.serve_url}[/]  " if serve else ""
+    console.print(f"[green]ready[/]  {endpoint}dashboard [bold]{state.dashboard_url}[/]")
+    if auth:
+        token = ray_auth.token_path(localcluster.state_dir())
+        console.print(f"Ray token auth on: token in [bold]{token}[/] (RAY_AUTH_TOKEN_PATH)")
+    else:
+        console.print(
+            "[yellow]Ray token auth is off[/]: anyone who reaches the dashboard runs code"
+        )
 
 
 @app.command()
@@ -84,9 +110,7 @@ def down() -> None:
     from r1platform import localcluster
 
     state = localcluster.load_state()
-    port = (
-        int(state.gcs_address.rsplit(":", 1)[1]) if state else localcluster.ClusterSpec().gcs_port
-    )
+    port = localcluster.gcs_port_of(state) if state else localcluster.ClusterSpec().gcs_port
     n = localcluster.stop_cluster(port)
     console.print(f"stopped {n} processes" if n else "nothing was running")
 
@@ -95,11 +119,14 @@ def down() -> None:
 def status() -> None:
     """Cluster nodes and pools, Serve deployments and replica placement, and jobs."""
     from r1platform import localcluster
+    from r1platform.cluster_status import status_report
 
     state = localcluster.load_state()
-    if state is None or not localcluster.cluster_pids(int(state.gcs_address.rsplit(":", 1)[1])):
+    if state is None or not localcluster.cluster_pids(localcluster.gcs_port_of(state)):
         raise fail("no local cluster is running (start one with `r1p up`)")
-    report = localcluster.status_report(state.gcs_address, state.dashboard_url)
+    if not localcluster.cluster_alive(state):
+        raise fail(f"the local cluster's GCS at {state.gcs_address} does not answer; `r1p down`")
+    report = status_report(state.gcs_address, state.dashboard_url)
     console.print(f"endpoint {state.serve_url}   dashboard {state.dashboard_url}")
     nodes = Table("node", "role", "pool", "gpu", "gpus", "cpus", title="nodes and pools")
     for n in report["nodes"]:

@@ -123,11 +123,14 @@ def grpo_args() -> list[str]:
 def main() -> int:
     os.environ.setdefault("R1P_CONFIG", str(ROOT / "configs" / "local.yaml"))
     state = localcluster.load_state()
-    if state is None or not localcluster.cluster_pids(int(state.gcs_address.rsplit(":", 1)[1])):
+    if not localcluster.cluster_alive(state):
+        if state is not None:  # a dead cluster's processes and files: clear them first
+            r1p("down")
         console.rule("r1p up")
         r1p("up")
         state = localcluster.load_state()
     assert state is not None
+    localcluster.use_cluster_auth(state)  # the Jobs client below presents the Ray token
     question = arithmetic.build_split("test", 1, 0)[0]["question"]
     console.rule(f"chat with tiny-r1: {question}")
     before = ask(state.serve_url, "tiny-r1", question)

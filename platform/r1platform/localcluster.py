@@ -18,9 +18,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from r1platform.contracts import deployment_name
+from r1platform import ray_auth, ray_join
+from r1platform.config import Settings
 from r1platform.contracts.net import free_port
-from r1platform.contracts.resources import POOL_LABEL, pool_key
 from r1platform.pools.fleet import Pool, node_labels, node_resources
 
 __all__ = ["free_port"]
@@ -44,6 +44,7 @@ class ClusterState:
     serve_url: str
     pools: list[str]
     started_at: float
+    auth_mode: str = "disabled"  # Ray token auth: "token" or "disabled" (older state files)
 
 
 def ray_bin() -> str:
@@ -75,7 +76,11 @@ def virtual_node_commands(
     for pool in pools:
         # Ray reserves ray.io/* labels for itself; real GPU nodes get ray.io/accelerator-type
         # from Ray, virtual ones carry the same fact under r1p.accelerator-type.
-        labels = {k: v for k, v in node_labels(pool).items() if not k.startswith("ray.io/")}
+        labels = {
+            k: v
+            for k, v in node_labels(pool).items()
+            if not k.startswith(RAY_RESERVED_LABEL_PREFIX)
+        }
         labels["r1p.accelerator-type"] = pool.gpu
         labels["r1p.simulated"] = "true"
         label_arg = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
@@ -102,6 +107,11 @@ def state_path() -> Path:
     return base / "local-cluster.json"
 
 
+def state_dir() -> Path:
+    """Where `r1p up` keeps the cluster's state and its Ray auth token."""
+    return state_path().parent
+
+
 def save_state(state: ClusterState) -> None:
     path = state_path()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,10 +125,34 @@ def load_state() -> ClusterState | None:
     return ClusterState(**json.loads(path.read_text()))
 
 
-def local_env() -> dict[str, str]:
-    """The embedded cluster is a single-user dev cluster; Ray 2.60 turns token auth on for a
-    head when ~/.ray/auth_token exists but not for joining nodes, which then cannot connect.
-    One explicit mode for every process of ours keeps them consistent."""
+def cluster_auth_env(state: ClusterState | None = None) -> dict[str, str]:
+    """The Ray auth environment of the local cluster (`state`, else the running one's).
+
+    One explicit mode for every process of ours: Ray 2.60 decides a process's mode from
+    RAY_AUTH_MODE, ~/.ray/auth_token and how it connects, and processes that decide
+    differently cannot talk to each other."""
+    state = state or load_state()
+    return ray_auth.auth_env(state.auth_mode if state else "disabled", state_dir())
+
+
+def use_cluster_auth(state: ClusterState | None = None) -> dict[str, str]:
+    """Put this process in the local cluster's auth mode, for its ray.init and its Jobs/Serve
+    REST clients (which then send the token themselves)."""
+    env = cluster_auth_env(state)
+    ray_auth.apply(env)
+    return env
+
+
+def auth_headers_for(dashboard_url: str) -> dict[str, str]:
+    """The Authorization header for the local cluster's dashboard; none for other clusters."""
+    state = load_state()
+    if state is None or state.dashboard_url != dashboard_url:
+        return {}
+    return ray_auth.auth_headers(state.auth_mode, state_dir())
+
+
+def local_env(auth: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for the local cluster's processes: `auth` (default: the cluster's mode)."""
     # Job entrypoints say plain `python`: it must be this environment's interpreter.
     from r1platform.serving.tuning import serve_env
 
@@ -127,12 +161,37 @@ def local_env() -> dict[str, str]:
         **os.environ,
         **serve_env(),
         "PATH": path,
-        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+        **(auth if auth is not None else cluster_auth_env()),
     }
 
 
-def run_checked(cmd: list[str]) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=local_env())
+def gcs_port_of(state: ClusterState) -> int:
+    return int(state.gcs_address.rsplit(":", 1)[1])
+
+
+def cluster_alive(state: ClusterState | None) -> bool:
+    """The one liveness check for the local cluster: its GCS accepts connections, now."""
+    return state is not None and ray_join.gcs_alive(state.gcs_address)
+
+
+def ray_init_address(address: str | None) -> str | None:
+    """For anything that joins "a running local Ray" (a GRPO job run by hand, the demo): the
+    address to pass to ray.init, after checking the cluster is alive (see ray_join). Joining
+    the local r1p cluster puts this process in its auth mode; a dead one's state is removed."""
+    state = load_state()
+    target = ray_join.join_address(address, state.gcs_address if state else None)
+    if state is None:
+        return target
+    if cluster_alive(state):
+        if state.gcs_address in (target, address, os.environ.get(ray_join.RAY_ADDRESS_ENV)):
+            use_cluster_auth(state)
+    else:
+        state_path().unlink(missing_ok=True)
+    return target
+
+
+def run_checked(cmd: list[str], auth: dict[str, str] | None = None) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=local_env(auth))
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise RuntimeError(f"{' '.join(cmd[:3])} failed: {' | '.join(tail)}")
@@ -202,8 +261,11 @@ def cluster_pids(gcs_port: int) -> list[int]:
 
 
 def stop_cluster(gcs_port: int, grace_s: float = 5.0) -> int:
+    """Stop our cluster's processes and remove what `ray stop` would (Ray's current-cluster
+    file, the session_latest link) so nothing later joins the dead head."""
     import psutil
 
+    session = session_name(gcs_port)
     pids = cluster_pids(gcs_port)
     procs: list[psutil.Process] = []
     for pid in pids:
@@ -221,6 +283,9 @@ def stop_cluster(gcs_port: int, grace_s: float = 5.0) -> int:
     for p in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
+    gcs_address = f"127.0.0.1:{gcs_port}"
+    if not ray_join.gcs_alive(gcs_address):  # never the files of a cluster that still runs
+        ray_join.clear_stale_ray_state(gcs_address, session)
     state_path().unlink(missing_ok=True)
     return len(pids)
 
@@ -229,29 +294,46 @@ def stop_cluster(gcs_port: int, grace_s: float = 5.0) -> int:
 SERVE_APP_NAME = "r1"
 
 
-def up(pools: list[Pool], spec: ClusterSpec, serve_port: int, log: callable) -> ClusterState:  # type: ignore[valid-type]
-    """Start head + virtual nodes, deploy serve_apps.r1_chat:app, wait for /health."""
+def up(
+    pools: list[Pool],
+    spec: ClusterSpec,
+    serve_port: int,
+    log: callable,  # type: ignore[valid-type]
+    *,
+    auth: bool = True,
+    serve: bool = True,
+) -> ClusterState:
+    """Start head + virtual nodes (with Ray token auth unless auth=False), then deploy
+    serve_apps.r1_chat:app and wait for /health unless serve=False."""
     existing = load_state()
     if existing and cluster_pids(spec.gcs_port):
         raise RuntimeError(
             f"a local r1p cluster is already running at {existing.gcs_address}; run `r1p down`"
         )
-    log("starting Ray head")
-    run_checked(head_command(spec, free_port()))
+    mode = "token" if auth else "disabled"
+    if auth:
+        ray_auth.ensure_token(state_dir())
+    auth_env = ray_auth.auth_env(mode, state_dir())
+    log(f"starting Ray head (token auth {'on' if auth else 'OFF'})")
+    run_checked(head_command(spec, free_port()), auth_env)
     n_nodes = sum(p.nodes for p in pools)
     for i, cmd in enumerate(
         virtual_node_commands(pools, spec, [free_port() for _ in range(n_nodes)])
     ):
         log(f"starting virtual node {i + 1} ({cmd[cmd.index('--labels') + 1]})")
-        run_checked(cmd)
+        run_checked(cmd, auth_env)
     state = ClusterState(
         gcs_address=f"127.0.0.1:{spec.gcs_port}",
         dashboard_url=f"http://127.0.0.1:{spec.dashboard_port}",
         serve_url=f"http://127.0.0.1:{serve_port}/v1",
         pools=[p.name for p in pools],
         started_at=time.time(),
+        auth_mode=mode,
     )
     save_state(state)
+    use_cluster_auth(state)
+    if not serve:
+        return state
     log("deploying serve_apps.r1_chat:app")
     deploy_serve_app(state.dashboard_url, os.environ["R1P_CONFIG"], serve_port)
     log("waiting for /health")
@@ -260,10 +342,9 @@ def up(pools: list[Pool], spec: ClusterSpec, serve_port: int, log: callable) -> 
     return state
 
 
-def engine_deployment_names(config_path: str) -> list[str]:
-    """The `model@pool` Serve deployment of every model that settings file serves."""
+def settings_of(config_path: str) -> Settings:
+    """The settings the replicas will see for this R1P_CONFIG file."""
     from r1platform.config import load_settings
-    from r1platform.serving.placement import engine_deployment_name
 
     before = os.environ.get("R1P_CONFIG")
     os.environ["R1P_CONFIG"] = config_path  # the file the replicas will read
@@ -274,7 +355,15 @@ def engine_deployment_names(config_path: str) -> list[str]:
             os.environ.pop("R1P_CONFIG")
         else:
             os.environ["R1P_CONFIG"] = before
-    return [engine_deployment_name(mid, ms) for mid, ms in settings.models.items()]
+    return settings
+
+
+def engine_deployment_names(config_path: str) -> list[str]:
+    """The `model@pool` Serve deployment of every model that settings file serves."""
+    from r1platform.serving.placement import engine_deployment_name
+
+    models = settings_of(config_path).models
+    return [engine_deployment_name(mid, ms) for mid, ms in models.items()]
 
 
 def serve_config(config_path: str, port: int) -> dict:
@@ -287,8 +376,11 @@ def serve_config(config_path: str, port: int) -> dict:
     rolled every running replica (minutes of engine start-up, at the start of a burst)."""
     from r1platform.serving.tuning import serve_env
 
+    # serve.host: loopback by default; 0.0.0.0 where the proxy must be reachable from outside
+    # (a Kubernetes pod). Serve applies http_options when it starts, not on a redeploy.
+    host = settings_of(config_path).serve.host
     return {
-        "http_options": {"host": "127.0.0.1", "port": port},
+        "http_options": {"host": host, "port": port},
         "applications": [
             {
                 "name": SERVE_APP_NAME,
@@ -304,11 +396,13 @@ def serve_config(config_path: str, port: int) -> dict:
 def deploy_serve_app(dashboard_url: str, config_path: str, port: int) -> None:
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
-    os.environ.update(local_env())
+    headers = auth_headers_for(dashboard_url)
+    # Another cluster's dashboard (a test's own ray.init) keeps this process's auth mode.
+    os.environ.update(local_env(auth=None if headers else {}))
     deadline = time.monotonic() + 60
     while True:  # the dashboard's Serve module comes up a little after the head
         try:
-            ServeSubmissionClient(dashboard_url).deploy_applications(
+            ServeSubmissionClient(dashboard_url, headers=headers).deploy_applications(
                 serve_config(config_path, port)
             )
             return
@@ -316,77 +410,3 @@ def deploy_serve_app(dashboard_url: str, config_path: str, port: int) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(2)
-
-
-def status_report(address: str, dashboard_url: str) -> dict:
-    """Nodes with their pools, Serve deployments with the pool of each replica, and jobs."""
-    import ray
-    from ray import serve
-    from ray.util.state import list_actors
-
-    os.environ.update(local_env())
-    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-    try:
-        nodes = {}
-        for n in ray.nodes():
-            if not n.get("Alive"):
-                continue
-            labels = n.get("Labels") or {}
-            res = n.get("Resources") or {}
-            pool = labels.get(POOL_LABEL)
-            gpu = labels.get("r1p.accelerator-type") or labels.get("ray.io/accelerator-type")
-            gpus = res.get(pool_key(pool), 0) if pool else res.get("GPU", 0)
-            nodes[n["NodeID"]] = {
-                "node_id": n["NodeID"][:12],
-                "role": labels.get("r1p.role", "worker"),
-                "pool": pool or "-",
-                "gpu": gpu or "-",
-                "gpus": int(gpus),
-                "simulated": labels.get("r1p.simulated") == "true",
-                "cpus": res.get("CPU", 0),
-            }
-        replicas = []
-        for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
-            if not a.class_name.startswith("ServeReplica:"):
-                continue
-            _, app, deployment = a.class_name.split(":", 2)
-            node = nodes.get(a.node_id, {})
-            # Only engine replicas hold pool GPUs; the ingress just happens to sit on a node.
-            on_gpu = deployment_name.is_engine(deployment)
-            replicas.append({
-                "app": app, "deployment": deployment, "actor": a.actor_id[:12],
-                "pool": node.get("pool", "?") if on_gpu else "-",
-                "gpu": node.get("gpu", "?") if on_gpu else "(cpu only)",
-                "node": node.get("node_id", "?"),
-            })  # fmt: skip
-        apps = {
-            name: {
-                "status": str(app.status.value if hasattr(app.status, "value") else app.status),
-                "deployments": {
-                    d: str(ds.status.value if hasattr(ds.status, "value") else ds.status)
-                    for d, ds in app.deployments.items()
-                },
-            }
-            for name, app in serve.status().applications.items()
-        }
-        jobs = []
-        try:
-            from ray.job_submission import JobSubmissionClient
-
-            for j in JobSubmissionClient(dashboard_url).list_jobs():
-                if str(getattr(j.type, "value", j.type)).upper() != "SUBMISSION":
-                    continue  # drivers such as `r1p status` itself are not jobs
-                jobs.append(
-                    {
-                        "id": j.submission_id or j.job_id,
-                        "status": str(j.status.value),
-                        "entrypoint": (j.entrypoint or "")[:60],
-                    }
-                )
-        except Exception as err:  # the dashboard may be starting; status must still print
-            jobs.append(
-                {"id": "?", "status": f"unavailable: {type(err).__name__}", "entrypoint": ""}
-            )
-        return {"nodes": list(nodes.values()), "apps": apps, "replicas": replicas, "jobs": jobs}
-    finally:
-        ray.shutdown()

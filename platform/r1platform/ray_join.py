@@ -1,0 +1,95 @@
+"""Joining "a running local Ray" safely: check the cluster is alive before `ray.init` joins it.
+
+`ray start` records its GCS address in Ray's current-cluster file (`<ray temp dir>/
+ray_current_cluster`) and `ray.init()` with no address joins whatever that file names. When
+the cluster is gone but the file is not, ray.init sits in GCS connection timeouts for minutes.
+So every joiner here asks `gcs_alive` first (a TCP connect, well under a second), joins a live
+cluster with its auth settings, and otherwise starts its own or fails fast with a message.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+RAY_ADDRESS_ENV = "RAY_ADDRESS"
+
+
+class ClusterUnreachable(ConnectionError):
+    """A cluster named explicitly does not answer; the message says which and what to do."""
+
+
+def gcs_alive(address: str, timeout_s: float = 1.0) -> bool:
+    """Whether something accepts connections at the GCS address `host:port` within timeout_s."""
+    host, _, port = address.removeprefix("http://").rpartition(":")
+    if not host or not port.isdigit():
+        return False
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def ray_temp_dir() -> Path:
+    from ray._common.utils import get_default_ray_temp_dir
+
+    return Path(get_default_ray_temp_dir())
+
+
+def current_cluster_file() -> Path:
+    return ray_temp_dir() / "ray_current_cluster"
+
+
+def read_current_cluster() -> str | None:
+    path = current_cluster_file()
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def clear_stale_ray_state(gcs_address: str, session: str | None = None) -> list[Path]:
+    """Remove what `ray stop` would for the cluster at gcs_address: Ray's current-cluster file
+    when it names that cluster, and the `session_latest` link when it points at its session.
+    Another cluster's files are left alone. Returns the paths removed."""
+    removed = []
+    if read_current_cluster() == gcs_address:
+        current_cluster_file().unlink(missing_ok=True)
+        removed.append(current_cluster_file())
+    latest = ray_temp_dir() / "session_latest"
+    if session and latest.is_symlink() and Path(os.readlink(latest)).name == session:
+        latest.unlink(missing_ok=True)
+        removed.append(latest)
+    return removed
+
+
+def join_address(address: str | None, local_gcs: str | None = None) -> str | None:
+    """The address for ray.init to join a *live* cluster, or "local" to start a new one.
+
+    An explicit address (argument or RAY_ADDRESS, as `ray job submit` sets) must answer, else
+    ClusterUnreachable. With none, the r1p cluster (`local_gcs`) or the last `ray start`
+    cluster is joined when alive; a stale current-cluster file is removed and a new local
+    cluster is started instead of waiting on a dead head. `ray://` client addresses and
+    "local" pass through."""
+    explicit = address or os.environ.get(RAY_ADDRESS_ENV) or None
+    if explicit == "local" or (explicit and explicit.startswith("ray://")):
+        return address
+    if explicit and explicit != "auto":
+        if not gcs_alive(explicit):
+            raise ClusterUnreachable(
+                f"no Ray cluster answers at {explicit}: start one (`r1p up`), or unset "
+                f"{RAY_ADDRESS_ENV} / the address to run on a local cluster of its own"
+            )
+        return address
+    if local_gcs and gcs_alive(local_gcs):
+        return local_gcs
+    current = read_current_cluster()
+    if current and gcs_alive(current):
+        return address  # Ray finds it from the file itself, with its own auth discovery
+    if current:
+        clear_stale_ray_state(current)
+    if explicit == "auto":
+        raise ClusterUnreachable("address 'auto': no running Ray cluster found on this machine")
+    return "local"
