@@ -116,8 +116,16 @@ def _ensure_ray(address: str | None) -> None:
 
     if ray.is_initialized():
         return
+    from r1platform.localcluster import ray_init_address
+    from r1platform.ray_join import ClusterUnreachable
+
     # No address: RAY_ADDRESS (set by `ray job submit`) or a cluster already running here;
-    # with neither, ray.init starts a local one.
+    # with neither, ray.init starts a local one. Only a live cluster is joined: the address
+    # file a dead one left behind would keep ray.init in GCS timeouts for minutes.
+    try:
+        address = ray_init_address(address)
+    except ClusterUnreachable as err:
+        raise JobInputError(str(err)) from None
     ray.init(address=address, log_to_driver=True)
 
 
