@@ -188,6 +188,55 @@ def control_actor(job: str) -> Any:
     return cls.options(name=actor_name(job), namespace=NAMESPACE, get_if_exists=True).remote(job)
 
 
+class ControlClient:
+    """Trainer rank 0's side of the control actor: reports what the job holds once the
+    workers run, and turns a pending request into a `Resize` (JSON) at a step boundary.
+
+    Losing the actor never stops training: the job just is not elastic from then on."""
+
+    def __init__(self, cfg: dict[str, Any] | None, *, world: int, prompts_per_step: int) -> None:
+        import ray
+
+        self.actor = None
+        self.world, self.prompts_per_step = world, prompts_per_step
+        if not cfg:
+            return
+        self.engines, self.pool = int(cfg["engines"]), cfg.get("pool")
+        try:
+            self.actor = ray.get_actor(cfg["name"], namespace=NAMESPACE)
+            held = job_gpus(world, self.engines)
+            ray.get(self.actor.set_held.remote(held, self.pool, "running"), timeout=30)
+        except Exception as err:  # elastic control must never stop training
+            self._lost(err)
+
+    def _lost(self, err: BaseException) -> None:
+        from r1platform.training.console import note
+
+        note(f"grpo: control actor unavailable ({type(err).__name__}); not elastic now")
+        self.actor = None
+
+    def poll(self) -> str | None:
+        if self.actor is None:
+            return None
+        import ray
+
+        try:
+            raw = ray.get(self.actor.take_request.remote(), timeout=30)
+        except Exception as err:  # the same: train on without it
+            self._lost(err)
+            return None
+        if not raw:
+            return None
+        rz = decide(
+            Request.from_dict(raw),
+            workers=self.world,
+            pool=self.pool,
+            engines=self.engines,
+            prompts_per_step=self.prompts_per_step,
+        )
+        return rz.to_json() if rz else None
+
+
 # ---------------------------------------------------------------------------- the fit loop
 
 

@@ -1,15 +1,16 @@
 """GRPO math as pure torch functions: advantages, the clipped/KL loss, and token-level helpers.
 
 Shapes: B prompts, G samples per prompt, N = B*G sequences, T completion tokens, V vocab.
-`group_advantages` and `grpo_loss` implement the contract in DESIGN.md exactly; other parts of
-the platform (the Ray Train loop, the benchmark) rely on their numbers, so change them only with
-that document.
+`group_advantages` and `grpo_loss` are a fixed contract: the Ray Train loop and the benchmark
+rely on their numbers. Variants register under a name (`ADV_ESTIMATORS`, `POLICY_LOSSES`) and
+share the two pure pieces every loss needs: `kl_penalty` and `agg_loss`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -32,6 +33,48 @@ def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     return rewards.view(-1, group_size).to(torch.promote_types(rewards.dtype, torch.float32))
 
 
+# ---------------------------------------------------------------------------- registries
+# As in verl's core_algos: a variant is one registered function plus a test, never an edit of
+# the loss. Advantage estimators map rewards [B*G] to advantages [B*G]; policy losses map
+# log-probs to a per-token policy term that `compute_loss` aggregates.
+
+AdvantageFn = Callable[..., torch.Tensor]
+ADV_ESTIMATORS: dict[str, AdvantageFn] = {}
+
+
+def register_adv_est(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
+    def deco(fn: AdvantageFn) -> AdvantageFn:
+        if name in ADV_ESTIMATORS:
+            raise ValueError(f"advantage estimator {name!r} is already registered")
+        ADV_ESTIMATORS[name] = fn
+        return fn
+
+    return deco
+
+
+def get_adv_estimator(name: str) -> AdvantageFn:
+    if name not in ADV_ESTIMATORS:
+        raise ValueError(f"unknown advantage estimator {name!r}; known: {sorted(ADV_ESTIMATORS)}")
+    return ADV_ESTIMATORS[name]
+
+
+@register_adv_est("grpo")
+def grpo_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-6) -> torch.Tensor:
+    """(r - mean) / (std + eps) per group, with the unbiased std."""
+    grouped = _grouped(rewards, group_size)
+    centered = grouped - grouped.mean(dim=1, keepdim=True)
+    centered = centered / (grouped.std(dim=1, unbiased=True, keepdim=True) + eps)
+    return centered.reshape(-1)
+
+
+@register_adv_est("dr_grpo")
+def dr_grpo_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-6) -> torch.Tensor:
+    """r - mean per group (Dr. GRPO): no std division, which would weight a question by how
+    consistently the policy answers it. `eps` is accepted for a uniform signature."""
+    grouped = _grouped(rewards, group_size)
+    return (grouped - grouped.mean(dim=1, keepdim=True)).reshape(-1)
+
+
 def group_advantages(
     rewards: torch.Tensor, group_size: int, scale: bool = True, eps: float = 1e-6
 ) -> torch.Tensor:
@@ -40,11 +83,7 @@ def group_advantages(
     scale=True: (r - mean) / (std + eps) with the unbiased std (GRPO).
     scale=False: r - mean (Dr. GRPO, which drops the std's per-question difficulty bias).
     """
-    grouped = _grouped(rewards, group_size)
-    centered = grouped - grouped.mean(dim=1, keepdim=True)
-    if scale:
-        centered = centered / (grouped.std(dim=1, unbiased=True, keepdim=True) + eps)
-    return centered.reshape(-1)
+    return get_adv_estimator("grpo" if scale else "dr_grpo")(rewards, group_size, eps=eps)
 
 
 def filter_tied_groups(rewards: torch.Tensor, group_size: int, atol: float = 0.0) -> torch.Tensor:
@@ -64,24 +103,140 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def grpo_loss(
+@dataclass(frozen=True)
+class PolicyTerm:
+    """A policy loss's output, all [N, T]: the per-token loss, the importance ratio it used,
+    and where the clip removed gradient on the low / high side (0/1)."""
+
+    per_token: torch.Tensor
+    ratio: torch.Tensor
+    clipped_low: torch.Tensor
+    clipped_high: torch.Tensor
+
+
+PolicyLossFn = Callable[..., PolicyTerm]
+POLICY_LOSSES: dict[str, PolicyLossFn] = {}
+
+
+def register_policy_loss(name: str) -> Callable[[PolicyLossFn], PolicyLossFn]:
+    def deco(fn: PolicyLossFn) -> PolicyLossFn:
+        if name in POLICY_LOSSES:
+            raise ValueError(f"policy loss {name!r} is already registered")
+        POLICY_LOSSES[name] = fn
+        return fn
+
+    return deco
+
+
+def get_policy_loss(name: str) -> PolicyLossFn:
+    if name not in POLICY_LOSSES:
+        raise ValueError(f"unknown policy loss {name!r}; known: {sorted(POLICY_LOSSES)}")
+    return POLICY_LOSSES[name]
+
+
+def _clipped_objective(
+    ratio: torch.Tensor, adv: torch.Tensor, clip_low: float, clip_high: float
+) -> PolicyTerm:
+    clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
+    pg = -torch.min(ratio * adv, clipped * adv)
+    with torch.no_grad():
+        # The clip only removes gradient where it binds on the side the advantage pushes toward.
+        low = ((ratio < 1.0 - clip_low) & (adv < 0)).to(ratio.dtype)
+        high = ((ratio > 1.0 + clip_high) & (adv > 0)).to(ratio.dtype)
+    return PolicyTerm(pg, ratio, low, high)
+
+
+@register_policy_loss("grpo")
+def token_clip_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip_low: float,
+    clip_high: float,
+) -> PolicyTerm:
+    """PPO/GRPO clip on the per-token ratio exp(logp - old_logp)."""
+    adv = advantages.to(logp.dtype).unsqueeze(1)
+    return _clipped_objective(torch.exp(logp - old_logp), adv, clip_low, clip_high)
+
+
+@register_policy_loss("gspo")
+def sequence_clip_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip_low: float,
+    clip_high: float,
+) -> PolicyTerm:
+    """GSPO: one length-normalised ratio per sequence, s = exp(mean_t(logp - old_logp)),
+    clipped at the sequence level. Written per token as sg[s] * exp(logp - sg[logp]) (GSPO-token
+    with equal token advantages): its value is s on every token and its gradient is s times
+    the token's own log-prob gradient, so the loss's value and gradient are GSPO's."""
+    m = mask.to(logp.dtype)
+    log_s = ((logp - old_logp) * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+    log_ratio = log_s.detach().unsqueeze(1) + logp - logp.detach()
+    adv = advantages.to(logp.dtype).unsqueeze(1)
+    return _clipped_objective(torch.exp(log_ratio), adv, clip_low, clip_high)
+
+
+def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") -> torch.Tensor:
+    """Per-token estimate [N, T] of KL(pi || ref) from samples of pi.
+
+    k1: logp - ref (unbiased, high variance); k2: (logp - ref)^2 / 2;
+    k3: exp(ref - logp) - (ref - logp) - 1 (unbiased, non-negative, low variance).
+    """
+    d = ref_logp - logp
+    if kind == "k1":
+        return -d
+    if kind == "k2":
+        return 0.5 * d * d
+    if kind == "k3":
+        return torch.exp(d) - d - 1.0
+    raise ValueError(f"kl kind must be one of k1, k2, k3; got {kind!r}")
+
+
+def agg_loss(per_token: torch.Tensor, mask: torch.Tensor, agg: LossAgg) -> torch.Tensor:
+    """A scalar from a per-token loss [N, T].
+
+    token-mean: every unmasked token weighs the same (DAPO).
+    seq-mean-token-mean: mean over each sequence's tokens, then over sequences (GRPO paper).
+    seq-mean-token-sum-norm: sum over tokens / (N * T), a constant normaliser (Dr. GRPO).
+    """
+    if agg not in LOSS_AGGS:
+        raise ValueError(f"agg must be one of {LOSS_AGGS}, got {agg!r}")
+    mask = mask.to(per_token.dtype)
+    if agg == "token-mean":
+        return (per_token * mask).sum() / mask.sum().clamp_min(1.0)
+    if agg == "seq-mean-token-mean":
+        per_seq = (per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+        return per_seq.mean()
+    n, t = per_token.shape
+    return (per_token * mask).sum() / (n * t)
+
+
+def compute_loss(
     logp: torch.Tensor,
     old_logp: torch.Tensor,
     ref_logp: torch.Tensor | None,
     advantages: torch.Tensor,
     mask: torch.Tensor,
     *,
+    policy_loss: str = "grpo",
     clip_low: float = 0.2,
     clip_high: float = 0.2,
     beta: float = 0.0,
     agg: LossAgg = "token-mean",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Clipped-ratio policy loss plus beta * k3 KL, aggregated per DESIGN.md.
+    """The registered `policy_loss` plus beta * k3 KL, aggregated by `agg`.
 
     Returns the scalar loss (differentiable through `logp`) and detached scalar metrics:
     clip_frac (tokens whose gradient the clip removed), clip_frac_low / clip_frac_high,
     kl (masked mean of k3; 0 when ref_logp is None), ratio_mean, pg_loss (token-mean policy term).
     """
+    fn = get_policy_loss(policy_loss)
     if agg not in LOSS_AGGS:
         raise ValueError(f"agg must be one of {LOSS_AGGS}, got {agg!r}")
     if beta != 0.0 and ref_logp is None:
@@ -95,40 +250,42 @@ def grpo_loss(
         raise ValueError(f"advantages must be [N]={logp.shape[0]}, got {tuple(advantages.shape)}")
 
     mask = mask.to(logp.dtype)
-    adv = advantages.to(logp.dtype).unsqueeze(1)
-    ratio = torch.exp(logp - old_logp)
-    clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
-    pg = -torch.min(ratio * adv, clipped * adv)
-
-    if ref_logp is not None:
-        d = ref_logp - logp
-        kl = torch.exp(d) - d - 1.0
-    else:
-        kl = torch.zeros_like(logp)
-    per_token = pg + beta * kl if beta != 0.0 else pg
-
-    n, t = logp.shape
-    if agg == "token-mean":
-        loss = (per_token * mask).sum() / mask.sum().clamp_min(1.0)
-    elif agg == "seq-mean-token-mean":
-        per_seq = (per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
-        loss = per_seq.mean()
-    else:
-        loss = (per_token * mask).sum() / (n * t)
+    term = fn(logp, old_logp, advantages, mask, clip_low=clip_low, clip_high=clip_high)
+    kl = kl_penalty(logp, ref_logp) if ref_logp is not None else torch.zeros_like(logp)
+    per_token = term.per_token + beta * kl if beta != 0.0 else term.per_token
+    loss = agg_loss(per_token, mask, agg)
 
     with torch.no_grad():
-        # The clip only removes gradient where it binds on the side the advantage pushes toward.
-        low = ((ratio < 1.0 - clip_low) & (adv < 0)).to(logp.dtype)
-        high = ((ratio > 1.0 + clip_high) & (adv > 0)).to(logp.dtype)
+        low, high = term.clipped_low, term.clipped_high
         metrics = {
             "clip_frac": masked_mean(low + high, mask),
             "clip_frac_low": masked_mean(low, mask),
             "clip_frac_high": masked_mean(high, mask),
             "kl": masked_mean(kl, mask),
-            "ratio_mean": masked_mean(ratio, mask),
-            "pg_loss": masked_mean(pg, mask),
+            "ratio_mean": masked_mean(term.ratio, mask),
+            "pg_loss": masked_mean(term.per_token, mask),
         }
     return loss, {k: v.detach() for k, v in metrics.items()}
+
+
+def grpo_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    ref_logp: torch.Tensor | None,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    beta: float = 0.0,
+    agg: LossAgg = "token-mean",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The token-level clipped-ratio GRPO loss plus beta * k3 KL (`compute_loss` with
+    policy_loss="grpo"); see `compute_loss` for the metrics it returns."""
+    return compute_loss(
+        logp, old_logp, ref_logp, advantages, mask,
+        policy_loss="grpo", clip_low=clip_low, clip_high=clip_high, beta=beta, agg=agg,
+    )  # fmt: skip
 
 
 def token_logprobs(

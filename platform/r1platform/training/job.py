@@ -23,6 +23,7 @@ from typing import Any
 from r1platform.training.settings import GRPOSettings, GRPOSettingsError, parse_settings
 
 RESULT_MARKER = "R1P_GRPO_RESULT "
+LOG_FILE = "job.log"
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -130,19 +131,48 @@ def _ensure_ray(address: str | None) -> None:
 
 
 def run(s: GRPOSettings) -> dict[str, Any]:
-    """Train; returns {"status", "checkpoint", "metrics", "output_dir", ...}."""
+    """Train; returns {"status", "checkpoint", "metrics", "output_dir", ...}.
+
+    The console shows the job's own lines and one line (or a bar) per step; framework logs go
+    to OUTPUT_DIR/job.log (all of them with `verbose`), and its tail is shown on failure."""
+    from r1platform.training.console import JobConsole
+
     prep = prepare(s)
+    prep.output_dir.mkdir(parents=True, exist_ok=True)
+    console = JobConsole(prep.output_dir / LOG_FILE, s.max_steps, verbose=s.verbose)
+    console.attach()  # before ray.init, so its own driver log lines go to the file too
+    try:
+        _ensure_ray(s.ray_address)
+        console.take_ray_stream()  # ray.init registered its printer: replace it
+        summary = _run_on_ray(s, prep)
+    except BaseException:
+        _show_tail(console)
+        raise
+    finally:
+        console.detach()
+    if summary["status"] != "SUCCEEDED":
+        _show_tail(console)
+    return summary
+
+
+def _show_tail(console: Any) -> None:
+    lines = console.tail()
+    if lines:
+        print(f"grpo: last lines of {console.log_path}:", file=sys.stderr)
+        sys.stderr.write("".join(lines))
+        sys.stderr.flush()
+
+
+def _run_on_ray(s: GRPOSettings, prep: Prepared) -> dict[str, Any]:
     import ray
 
     from r1platform.contracts.placement_mode import detect_mode
     from r1platform.training import elastic, rollout
     from r1platform.training.trainer import build_trainer
 
-    _ensure_ray(s.ray_address)
     mode = detect_mode(ray.cluster_resources())
     use_gpu = s.use_gpu if s.use_gpu is not None else mode == "gpu"
     backend = rollout.sync_backend(s.weight_sync_backend, mode)
-    prep.output_dir.mkdir(parents=True, exist_ok=True)
     if prep.skipped:
         print(f"grpo: skipped {prep.skipped} malformed dataset rows", flush=True)
     print(
@@ -150,6 +180,8 @@ def run(s: GRPOSettings) -> dict[str, Any]:
         f"eval={len(prep.eval_rows)} output_dir={prep.output_dir} checkpoints={prep.storage_path}",
         flush=True,
     )
+    shown = "shown here too (--verbose)" if s.verbose else "--verbose shows them here"
+    print(f"grpo: framework logs (vLLM, Ray) -> {prep.output_dir / LOG_FILE}; {shown}", flush=True)
     t0 = time.perf_counter()
     engine_cfg = rollout.EngineConfig(
         model=prep.model_path,
@@ -236,7 +268,7 @@ def _latest_checkpoint(storage_path: str, run_name: str) -> str | None:
     if _is_uri(storage_path):
         return None
     found = sorted((Path(storage_path) / run_name).glob("step_*"))
-    from r1platform.training.trainer import verify_checkpoint
+    from r1platform.training.checkpoints import verify_checkpoint
 
     good = [p for p in found if verify_checkpoint(p)]
     return str(good[-1]) if good else None
@@ -271,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"grpo: error: {err}", file=sys.stderr, flush=True)
         return 2
     print(RESULT_MARKER + json.dumps(summary), flush=True)
+    from r1platform.training.console import print_summary
+
+    print_summary(summary)
     if summary["status"] != "SUCCEEDED":
         print(f"grpo: failed: {summary['error']}", file=sys.stderr, flush=True)
         return 1

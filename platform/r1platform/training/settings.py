@@ -22,6 +22,7 @@ from pydantic_settings import (
 from r1platform.config import layered_sources
 
 LossAgg = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+PolicyLoss = Literal["grpo", "gspo"]  # names registered in training/grpo.py
 SyncBackend = Literal["auto", "cpu", "nccl"]
 DEFAULT_WEIGHTS = {"accuracy": 1.0, "format": 0.1, "tag_count": 0.1}
 
@@ -66,6 +67,9 @@ class GRPOSettings(BaseSettings):
     clip_low: float = Field(0.2, ge=0, lt=1)
     clip_high: float = Field(0.28, ge=0)
     loss_agg: LossAgg = "token-mean"
+    policy_loss: PolicyLoss = Field(
+        "grpo", description="grpo: token-level ratio; gspo: sequence-level ratio (GSPO)"
+    )
     scale_rewards: bool = Field(True, description="divide advantages by group std")
     num_iterations: int = Field(1, ge=1, description="optimizer updates per rollout batch")
     dynamic_sampling: bool = Field(False, description="drop tied groups and refill (DAPO)")
@@ -111,6 +115,11 @@ class GRPOSettings(BaseSettings):
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
     weight_sync_backend: SyncBackend = "auto"
     ray_address: str | None = Field(None, description="default: RAY_ADDRESS or a local Ray")
+
+    # Console.
+    verbose: bool = Field(
+        False, description="framework logs (vLLM, Ray) on the console too, not only in job.log"
+    )
 
     # Testing aid: multiply the loss by NaN at these steps to exercise the skip/abort path.
     inject_nan_steps: list[int] = Field(default_factory=list)

@@ -1,0 +1,84 @@
+"""The policy update for one rollout batch: advantages → loss → optimizer step(s).
+
+A non-finite loss or gradient norm on any rank skips the whole update on every rank (the
+decision is a collective), so the replicas never diverge.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from r1platform.training import distributed as dist
+from r1platform.training import grpo
+from r1platform.training.batching import Batch, build_batch, completion_logits
+from r1platform.training.sampling import RolloutBatch
+from r1platform.training.settings import GRPOSettings
+
+
+@dataclass
+class UpdateResult:
+    batch: Batch
+    skipped: bool = False
+    optimizer_steps: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    # Trainer vs engine log-probs of the same tokens under the same weights: the weight-sync
+    # health check (0 up to float noise).
+    logprob_diff: float = math.nan
+
+
+def policy_update(
+    model: torch.nn.Module,
+    ref_model: torch.nn.Module | None,
+    opt: torch.optim.Optimizer,
+    rb: RolloutBatch,
+    s: GRPOSettings,
+    *,
+    pad_id: int,
+    poison: bool,
+    world: int,
+) -> UpdateResult:
+    """`num_iterations` optimizer steps on `rb`; `poison` multiplies the loss by NaN (tests)."""
+    adv = grpo.group_advantages(
+        torch.tensor(rb.total, dtype=torch.float32), s.group_size, scale=s.scale_rewards
+    )
+    batch = build_batch(rb.flat_prompts, rb.samples, pad_id)
+    out = UpdateResult(batch)
+    ref_logp = None
+    if ref_model is not None:
+        with torch.no_grad():
+            ref_logits = completion_logits(ref_model, batch)
+            ref_logp = grpo.token_logprobs(ref_logits, batch.completion_ids, s.temperature)
+    for it in range(s.num_iterations):
+        logits = completion_logits(model, batch)
+        logp = grpo.token_logprobs(logits, batch.completion_ids, s.temperature)
+        if it == 0:
+            diff = (logp.detach() - batch.old_logp).abs()
+            out.logprob_diff = float(grpo.masked_mean(diff, batch.mask))
+        loss, lm = grpo.compute_loss(
+            logp, batch.old_logp, ref_logp, adv, batch.mask,
+            policy_loss=s.policy_loss, clip_low=s.clip_low, clip_high=s.clip_high,
+            beta=s.beta, agg=s.loss_agg,
+        )  # fmt: skip
+        if poison:
+            loss = loss * float("nan")
+        with torch.no_grad():
+            ent = grpo.masked_mean(grpo.entropy_from_logits(logits), batch.mask)
+        opt.zero_grad(set_to_none=True)
+        if not dist.all_ranks_true(grpo.is_finite_loss(loss), world):
+            out.skipped = True
+            break
+        loss.backward()
+        norm = grpo.clip_grad_norm(model.parameters(), s.max_grad_norm)
+        if not dist.all_ranks_true(math.isfinite(norm), world):
+            opt.zero_grad(set_to_none=True)
+            out.skipped = True
+            break
+        opt.step()
+        out.optimizer_steps += 1
+        out.metrics = {k: float(v) for k, v in lm.items()}
+        out.metrics.update(loss=float(loss.detach()), entropy=float(ent), grad_norm=norm)
+    opt.zero_grad(set_to_none=True)
+    return out
