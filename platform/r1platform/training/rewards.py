@@ -6,8 +6,9 @@ None]`, so functions written for TRL's GRPOTrainer plug in unchanged and ours pl
 
 Our chat template ends the generation prompt with `<think>`, so a completion normally starts
 inside the think block: `...</think><answer>68</answer>`. Texts that carry their own opening
-`<think>` are accepted too. This module imports only the standard library (math-verify is
-optional) so the TRL peer's separate venv can use it as-is.
+`<think>` are accepted too. This module imports only the standard library, and math-verify
+(a runtime dependency) only when a non-numeric answer needs it, so the TRL peer's separate
+venv can use it as-is; without math-verify such an answer raises `GraderMissingError`.
 """
 
 from __future__ import annotations
@@ -176,6 +177,10 @@ def parse_number(s: str) -> Fraction | None:
     return None
 
 
+class GraderMissingError(RuntimeError):
+    """The accuracy reward met an answer only math-verify can grade, and it is not installed."""
+
+
 def _is_fraction_literal(s: str) -> bool:
     s = _strip_wrappers(s)
     return bool(_FRAC_RE.fullmatch(s) or _TEX_FRAC_RE.fullmatch(s))
@@ -184,8 +189,12 @@ def _is_fraction_literal(s: str) -> bool:
 def _symbolic_equal(gold: str, pred: str) -> bool:
     try:
         from math_verify import LatexExtractionConfig, parse, verify
-    except ImportError:
-        return False
+    except ImportError as err:
+        # Never a silent 0: a run would train against a grader that marks everything wrong.
+        raise GraderMissingError(
+            f"the accuracy reward needs math-verify to grade the non-numeric answer {gold!r}; "
+            "install it: pip install 'math-verify>=0.5'"
+        ) from err
     # The alarm-based timeout math-verify uses only works in the main thread.
     timeout = 5 if threading.current_thread() is threading.main_thread() else None
     config = [LatexExtractionConfig()]
@@ -205,7 +214,7 @@ def answers_match(gold: str, pred: str) -> bool:
     A numeric gold needs a numeric literal with the same exact value: an expression such as
     `60+8` is not accepted, or a policy could copy an arithmetic question as its answer. A
     fraction literal is accepted only when the gold is not an integer, for the same reason.
-    Other golds are compared symbolically with math-verify when it is installed.
+    Other golds are compared symbolically with math-verify (`GraderMissingError` without it).
     """
     pred = pred.strip()
     if not pred or len(pred) > MAX_ANSWER_CHARS:

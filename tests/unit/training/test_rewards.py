@@ -311,3 +311,24 @@ def test_score_rejects_bad_reward_output():
     with pytest.raises(ValueError, match="rows"):
         score(["a"], rows, [short])
     assert math.isnan(reward_stats({"none": [math.nan]})["rewards/none/mean"])
+
+
+def test_missing_math_verify_fails_loudly_not_as_a_zero(monkeypatch):
+    import sys
+
+    from r1platform.training.rewards import GraderMissingError, answers_match
+
+    monkeypatch.setitem(sys.modules, "math_verify", None)  # import now raises ImportError
+    assert answers_match("68", "68")  # numeric golds never need it
+    with pytest.raises(GraderMissingError, match="pip install 'math-verify"):
+        answers_match(r"\frac{\pi}{2}", r"\pi/2")
+    with pytest.raises(GraderMissingError):
+        accuracy_reward(["</think><answer>x^2</answer>"], answer=["x**2 + 0"])
+
+
+def test_math_verify_is_a_runtime_dependency():
+    import tomllib
+    from pathlib import Path
+
+    meta = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())
+    assert any(d.startswith("math-verify") for d in meta["project"]["dependencies"])
