@@ -93,6 +93,29 @@ def control_cmd(
     ] = "http://127.0.0.1:8265",
     actor: Annotated[bool, typer.Option(help="Run the loop as a detached Ray actor.")] = False,
     decisions_file: Annotated[Path | None, typer.Option("--decisions-file")] = None,
+    kubernetes: Annotated[
+        bool,
+        typer.Option(
+            "--kubernetes",
+            help="In a Kubernetes cluster: replica counts go into the RayService's "
+            "serveConfigV2, pools are discovered from the nodes (needs --address, --rayservice).",
+        ),
+    ] = False,
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            envvar="R1P_K8S_NAMESPACE",
+            help="Namespace of the RayService (--kubernetes) [default: the pod's own].",
+        ),
+    ] = None,
+    rayservice: Annotated[
+        str | None,
+        typer.Option(envvar="R1P_K8S_RAYSERVICE", help="RayService to scale (--kubernetes)."),
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Serve the controller's Prometheus metrics here."),
+    ] = None,
 ) -> None:
     """Run the reconcile loop: live load -> plan -> Serve replicas, autoscaler, training.
 
@@ -116,6 +139,10 @@ def control_cmd(
             given = name == "interval_s" and interval is not None
             field = "--interval" if given else f"R1P_CONTROL_{name.upper()}"
             raise _fail(ValueError(f"{field}: {first['msg']}")) from None
+        if kubernetes and (address is None or rayservice is None or actor):
+            missing = "--address" if address is None else "--rayservice"
+            why = "is not for --actor" if actor else f"needs {missing}"
+            raise _fail(ValueError(f"--kubernetes {why} (see docs/pools.md)"))
         if actor:
             name = actuators.start_controller_actor(
                 pools,
@@ -128,20 +155,44 @@ def control_cmd(
             )
             out.print(f"controller actor {name!r} started (interval {cfg.interval_s:g}s)")
             return
-        if dry_run or address is None:
+        fleet_view = None
+        if kubernetes:
+            from .k8s import live_kubernetes
+
+            fleet_view, parts = live_kubernetes(
+                fleet,
+                address=address,
+                namespace=namespace,
+                rayservice=rayservice,
+                metrics_url=metrics_url,
+                rate_window_s=cfg.rate_window_s,
+                record_path=str(decisions_file) if decisions_file else None,
+                dry_run=dry_run,
+            )
+            dry = dry_run
+        elif dry_run or address is None:
             parts = actuators.offline(wl)
             dry = True
         else:
             parts = actuators.live(address, metrics_url, dashboard, cfg.rate_window_s)
             dry = False
+        metrics = None
+        if metrics_port is not None:
+            from .prom import ControllerMetrics
+
+            metrics = ControllerMetrics()
+            metrics.serve(metrics_port)
         ctl = Controller(
-            fleet if dry else actuators.live_fleet(fleet),
+            fleet_view or (fleet if dry else actuators.live_fleet(fleet)),
             wl,
             *parts,
             cfg,
             dry_run=dry,
             record_path=str(decisions_file) if decisions_file else None,
+            **({"metrics": metrics} if metrics else {}),
         )
+        if kubernetes:
+            parts[1].cycle = lambda: ctl.mem.cycle  # restore decisions carry the cycle
         if once:
             ds = ctl.step()
             p = ctl.last_plan
