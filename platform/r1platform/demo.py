@@ -114,10 +114,25 @@ def plan_summary() -> dict[str, Any]:
     return json.loads(out.stdout)
 
 
+WORKLOADS = ROOT / "configs" / "workloads" / "local.yaml"
+
+
+def demo_job_name() -> str:
+    """The workload file's training job: the demo job runs under that name, so `r1p control`
+    on the same files sees it (and can lend it GPUs) through its control actor."""
+    import yaml
+
+    return yaml.safe_load(WORKLOADS.read_text())["training"][0]["name"]
+
+
 def grpo_args() -> list[str]:
     # The demo job trains on the borrowed H100 pool while serving keeps the L4 pool.
     extra = os.environ.get("R1P_DEMO_GRPO_ARGS", "").split()
-    return ["--accelerator_type", "H100", "--train_pool", "h100", "--rollout_pool", "h100", *extra]
+    return [
+        "--run_name", demo_job_name(),
+        "--accelerator_type", "H100", "--train_pool", "h100", "--rollout_pool", "h100",
+        *extra,
+    ]  # fmt: skip
 
 
 def main() -> int:
