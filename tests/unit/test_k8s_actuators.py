@@ -402,3 +402,90 @@ def test_default_namespace_prefers_the_pods_own(tmp_path, monkeypatch):
     assert default_namespace(sa) == "serving"
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
     assert default_namespace(tmp_path / "missing") == "default"
+
+
+# ------------------------------------------------------------------ r1p control --kubernetes
+def _control(tmp_path, *args):
+    import typer
+    from r1platform.pools.cli import register
+    from typer.testing import CliRunner
+
+    (tmp_path / "pools.yaml").write_text(
+        "pools:\n"
+        "  - {name: h100, gpu: H100, nodes: 1, gpus_per_node: 8, min_nodes: 0, max_nodes: 4}\n"
+        "  - {name: l4, gpu: L4, nodes: 1, gpus_per_node: 4, min_nodes: 0, max_nodes: 2}\n"
+    )
+    (tmp_path / "workloads.yaml").write_text(
+        "serving:\n"
+        "  - {name: chat, model: r1-distill-qwen-7b, request_rate: 80, avg_input_tokens: 500,\n"
+        "     avg_output_tokens: 800, slo: {ttft_p99_s: 2.0, tpot_p99_s: 0.03}}\n"
+    )
+    app = typer.Typer()
+    register(app)
+    app.command("noop")(lambda: None)  # keep typer in multi-command mode
+    base = [
+        "control",
+        "--pools",
+        tmp_path / "pools.yaml",
+        "--workloads",
+        tmp_path / "workloads.yaml",
+    ]
+    return CliRunner().invoke(app, [str(a) for a in [*base, *args]])
+
+
+def test_control_kubernetes_wires_the_k8s_actuators(fake, tmp_path, monkeypatch):
+    import ray
+    from r1platform.pools.k8s import wiring
+
+    inits, asks = [], []
+    monkeypatch.setattr(ray, "init", lambda **kw: inits.append(kw))
+    monkeypatch.setattr(ray, "nodes", lambda: [])
+    monkeypatch.setattr(wiring, "load_api_client", lambda: fake.client())
+    monkeypatch.setattr(
+        wiring.GcsAutoscalerCapacity, "request", lambda self, g: asks.append((self.gcs_address, g))
+    )
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "s3cret")
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.setenv("R1P_K8S_RAYSERVICE", NAME)
+    fake.allow("controller", rbac_calls())
+    r = _control(
+        tmp_path,
+        "--kubernetes",
+        "--namespace",
+        NS,
+        "--address",
+        "ray://r1-head-svc:10001",
+        "--metrics-url",
+        "http://127.0.0.1:9/metrics",
+        "--decisions-file",
+        tmp_path / "d.jsonl",
+        "--once",
+    )
+    assert r.exit_code == 0, r.output
+    assert [(i["address"], i["namespace"]) for i in inits] == [
+        ("ray://r1-head-svc:10001", "r1platform")
+    ]
+    import os
+
+    assert os.environ["RAY_AUTH_MODE"] == "token"
+    assert spec_counts(fake)["chat@h100"] > 1  # scaled through serveConfigV2
+    assert asks and asks[0][0] == "r1-head-svc:6379" and set(asks[0][1]) == {"h100", "l4"}
+    assert asks[0][1]["h100"] > 0
+    assert fake.calls("controller") <= rbac_calls()
+    assert [d.kind for d in rec.read_last(10, tmp_path / "d.jsonl")] == ["scale"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--kubernetes", "--rayservice", "r1"], "--kubernetes needs --address"),
+        (["--kubernetes", "--address", "ray://h:10001"], "--kubernetes needs --rayservice"),
+        (["--kubernetes", "--actor", "--address", "a", "--rayservice", "r"], "not for --actor"),
+        (["--metrics-port", "0"], "--metrics-port"),
+    ],
+)
+def test_control_kubernetes_bad_flags(tmp_path, monkeypatch, args, message):
+    monkeypatch.delenv("R1P_K8S_RAYSERVICE", raising=False)
+    r = _control(tmp_path, *args)
+    assert r.exit_code != 0
+    assert message in r.output.replace("\n", " ")

@@ -68,6 +68,7 @@ class RayServiceServeActuator:
         record_path: str | None = None,
         record: bool = True,
         cycle: Callable[[], int] = lambda: 0,
+        restore: bool = True,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if max_attempts < 1:
@@ -76,6 +77,7 @@ class RayServiceServeActuator:
         self.max_attempts, self.backoff_s, self.sleep = max_attempts, backoff_s, sleep
         self.pools = pools
         self.record_path, self.record, self.cycle = record_path, record, cycle
+        self.restore = restore  # False in a dry run: report what would be restored, write nothing
         self.owned: dict[str, int] = {}  # Serve name -> count this controller last set
         self.restores: list[Change] = []  # last read's (name, was, now)
         self.tracer = get_tracer(TRACER)
@@ -146,7 +148,12 @@ class RayServiceServeActuator:
         owned = {**owned_counts(obj), **self.owned}
         self.owned = {n: c for n, c in self.owned.items() if n in entries}
         self.restores = []
-        if any(n in entries and entry_replicas(entries[n]) != c for n, c in owned.items()):
+        drift = sorted(
+            n for n, c in owned.items() if n in entries and entry_replicas(entries[n]) != c
+        )
+        if drift and not self.restore:
+            set_attributes(trace.get_current_span(), {"serve.replicas_drift": ",".join(drift)})
+        elif drift:
             try:
                 self.restores, obj = self._restore()
             except RayServiceConflictError as e:

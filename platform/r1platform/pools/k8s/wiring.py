@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from r1platform.pools.actuators import RayAutoscalerCapacity
+
 from .serve import RayServiceServeActuator
 
 if TYPE_CHECKING:
@@ -16,6 +18,39 @@ if TYPE_CHECKING:
     from r1platform.pools.fleet import Fleet
 
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+GCS_PORT = 6379  # KubeRay's head service exposes the GCS here
+
+
+class GcsAutoscalerCapacity(RayAutoscalerCapacity):
+    """RayAutoscalerCapacity for a controller outside the Ray cluster: the same bundles and
+    label selectors, sent straight to the GCS with autoscaler v2's SDK. A Ray Client (ray://)
+    connection has no GCS client, which `request_resources` needs under autoscaler v2, and a
+    driver that joins over the GCS address needs a raylet on its own host."""
+
+    def __init__(self, gcs_address: str, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.gcs_address = gcs_address
+
+    def request(self, gpus_by_pool: Mapping[str, int]) -> None:
+        from ray.autoscaler.v2.sdk import request_cluster_resources
+
+        bundles, selectors = self.bundles(gpus_by_pool)
+        request_cluster_resources(
+            self.gcs_address,
+            [
+                {"resources": b, "label_selector": s}
+                for b, s in zip(bundles, selectors, strict=True)
+            ],
+        )
+
+
+def gcs_address_for(address: str) -> str | None:
+    """The GCS address of the cluster a Ray Client address points at (`ray://head:10001` ->
+    `head:6379`); None for any other address (the driver then has Ray's own GCS client)."""
+    if not address.startswith("ray://"):
+        return None
+    host = address.removeprefix("ray://").rsplit(":", 1)[0]
+    return f"{host}:{GCS_PORT}" if host else None
 
 
 # ---------------------------------------------------------------- discovery and wiring
@@ -93,8 +128,9 @@ def live_kubernetes(
     metrics_url: str | None,
     rate_window_s: float,
     record_path: str | None,
+    dry_run: bool = False,
 ):
-    """(fleet reader, load, serve, capacity, training) for the controller in a cluster."""
+    """(fleet reader, (load, serve, capacity, training)) for the controller in a cluster."""
     from kubernetes import client
 
     from r1platform.pools import actuators
@@ -116,11 +152,16 @@ def live_kubernetes(
         rayservice,
         pools=lambda: [(p.name, p.gpu) for p in configured.pools],
         record_path=record_path,
+        restore=not dry_run,
     )
     virtual = not any("GPU" in (n.get("Resources") or {}) for n in ray.nodes() if n.get("Alive"))
     pools = configured.pools
-    cap = actuators.RayAutoscalerCapacity(
-        {p.name: p.gpus_per_node for p in pools}, {p.name: p.gpu for p in pools}, virtual=virtual
+    shape = ({p.name: p.gpus_per_node for p in pools}, {p.name: p.gpu for p in pools})
+    gcs = gcs_address_for(address)
+    cap = (
+        GcsAutoscalerCapacity(gcs, *shape, virtual=virtual)
+        if gcs
+        else RayAutoscalerCapacity(*shape, virtual=virtual)
     )
     load = actuators.MetricsLoadSource(metrics_url, window_s=rate_window_s)
     return fleet, (load, serve, cap, actuators.RayActorTraining())
