@@ -104,7 +104,7 @@ def main() -> int:
             try:
                 with quiet_stdout():
                     r = sim.simulate(
-                        "single-type",
+                        sim.R1pPolicy("single-type"),
                         sim.single_type_fleet(fleet, p.gpu),
                         list(wl.serving),
                         jobs,

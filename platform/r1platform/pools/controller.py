@@ -1,326 +1,71 @@
 """Reconcile loop: live load -> plan -> actions on Serve, the autoscaler and training.
 
-The decision logic is pure (`target_rates`, `decide`); IO sits behind four small Protocols so
-the same loop runs against Ray Serve / the Ray autoscaler / GRPO jobs, against in-memory fakes in
-tests, and inside the simulator. Every cycle is one `pools.reconcile` span with `pools.plan`,
-`pools.scale`, `pools.reclaim` and `pools.lend` children, and each action is appended to the
-local decisions record.
+One cycle is four phases, each a method that can be called and tested on its own:
+  observe -> what runs now (load, replicas, GPUs each job holds, overdue requests);
+  plan    -> the demand to provision for (demand.target_rates) and the plan for it;
+  act     -> the actions that move toward the plan (decide.decide), applied one by one;
+  record  -> decisions to the local record, Prometheus metrics, the cycle's span.
+IO sits behind the Protocols in `protocols`, so the same loop runs against Ray Serve / the Ray
+autoscaler / GRPO jobs, against in-memory fakes in tests, and inside the simulator. Every cycle
+is one `pools.reconcile` span with `pools.plan`, `pools.scale`, `pools.reclaim`, `pools.lend`
+children.
 
-Safety rules the logic enforces:
-- serving never takes GPUs training still holds: it asks the job to checkpoint and shrink, and
-  only uses those GPUs on a later cycle, after the job has released them;
-- training is never killed: the only way down is request_checkpoint_and_shrink;
-- hysteresis on the demand estimate and cooldowns on scale-down and on lending GPUs back keep
-  load noise from flapping replicas or bouncing a job.
+A cycle never ends the loop: a failed read or actuator (dashboard, GCS, a job's actor) becomes
+an `error` decision with its message and trace id, and `run` retries with backoff. A lend or
+reclaim is never assumed done: a grow the job has not taken up within grow_timeout_s is rolled
+back (its GPUs stop counting as the job's, and the next plan may offer them again), and a
+shrink not carried out within shrink_timeout_s is asked for again.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections import defaultdict
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import replace
 
+from opentelemetry import trace
 from opentelemetry.trace import StatusCode
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from r1platform.telemetry import get_tracer, set_attributes
 
 from . import decisions as rec
+from .control_config import ControllerConfig
+from .cycle import Observation, Planned, plan_avoiding_reclaim, plan_request, settle_in_flight
+from .decide import Action, decide, serving_cost
+from .demand import Memory, forecast_error, target_rates
 from .errors import InfeasibleError, PoolsError
 from .fleet import Fleet
-from .plan_model import Plan, PlanRequest
+from .plan_model import Plan
 from .planner import plan_one_layout
+from .prom import ControllerMetrics
+from .protocols import (
+    CapacityActuator,
+    DeploymentLoad,
+    FleetSource,
+    LoadSource,
+    ServeActuator,
+    TrainingActuator,
+)
 from .workloads import Workloads
 
+# Re-exported: callers written against the controller module keep working.
+__all__ = [
+    "Action",
+    "CapacityActuator",
+    "Controller",
+    "ControllerConfig",
+    "DeploymentLoad",
+    "LoadSource",
+    "Memory",
+    "Observation",
+    "ServeActuator",
+    "TrainingActuator",
+    "decide",
+    "target_rates",
+]
+
 TRACER = "r1platform.pools"
-
-
-@dataclass(frozen=True)
-class DeploymentLoad:
-    ongoing: float  # requests in flight on replicas
-    queued: float  # requests waiting for a replica
-    request_rate: float  # arrivals per second, recent window
-
-
-class LoadSource(Protocol):
-    def read(self) -> dict[str, DeploymentLoad]: ...
-
-
-class ServeActuator(Protocol):
-    def current_replicas(self) -> dict[tuple[str, str], int]:
-        """(deployment, pool) -> running replica target."""
-        ...
-
-    def set_replicas(self, deployment: str, pool: str, replicas: int) -> None: ...
-
-
-class CapacityActuator(Protocol):
-    def request(self, gpus_by_pool: Mapping[str, int]) -> None:
-        """Ask the autoscaler to keep this many GPUs per pool (replaces the previous ask)."""
-        ...
-
-
-class TrainingActuator(Protocol):
-    def current_gpus(self, job: str) -> int | None:
-        """GPUs the job holds now; None when the job is not running at all (it is then left
-        out of the plan: GPUs are lent only to jobs that can take them)."""
-        ...
-
-    def request_checkpoint_and_shrink(self, job: str, gpus: int) -> None:
-        """Checkpoint, then release GPUs down to `gpus` (0 = suspend after checkpoint).
-        Asynchronous: current_gpus drops once the release has happened."""
-        ...
-
-    def grow(self, job: str, gpus: int, pool: str) -> None: ...
-
-
-class ControllerConfig(BaseSettings):
-    """Loop tuning; every field can be set from the environment as R1P_CONTROL_<FIELD>."""
-
-    model_config = SettingsConfigDict(env_prefix="R1P_CONTROL_", extra="forbid")
-
-    interval_s: float = Field(30.0, gt=0)
-    headroom: float = Field(0.15, ge=0)  # plan for this much above the estimated rate
-    # Re-target up when demand exceeds the target by this fraction ...
-    up_threshold: float = Field(0.05, ge=0)
-    down_threshold: float = Field(0.20, ge=0, lt=1)  # ... and down only when it falls this far
-    down_cooldown_s: float = Field(300.0, ge=0)  # no scale-down sooner than this after a rise
-    # Scale down only to the highest demand of this window (several metric export intervals).
-    down_stabilization_s: float = Field(60.0, ge=0)
-    lend_cooldown_s: float = Field(600.0, ge=0)  # no lending to a job this soon after a reclaim
-    queue_drain_s: float = Field(30.0, gt=0)  # queued requests should drain within this time
-    # Request rates are the counters' increase over this window (Prometheus rate()): longer
-    # than the metrics export interval, short enough to see a burst within a cycle or two.
-    rate_window_s: float = Field(30.0, gt=0)
-    # Replicas take minutes to load weights, so provision for where a rising rate will be
-    # this far ahead (linear trend of the last two reads); falling rates are not extrapolated.
-    lookahead_s: float = Field(300.0, ge=0)
-    # Keep this share of a pool's serving GPUs un-lent so small rises need no reclaim
-    # (each reclaim costs the job a checkpoint and a restart).
-    lend_reserve: float = Field(0.10, ge=0)
-    # A lent grow the job has not taken up by then is given up (the job may be gone or its
-    # workers unschedulable); until then the GPUs count as the job's.
-    grow_timeout_s: float = Field(600.0, gt=0)
-    plan_time_limit_s: float = Field(5.0, gt=0)
-    # Take GPUs back from training only when that makes serving this much cheaper (or when
-    # the free GPUs cannot carry the load): every reclaim costs a checkpoint and a restart.
-    reclaim_tolerance: float = Field(0.05, ge=0)
-    # Re-planning every cycle: a 0.1% optimality gap is far below load noise and 10x faster.
-    mip_gap: float = Field(1e-3, ge=0)
-
-
-@dataclass
-class Memory:
-    """What the loop remembers between cycles (the only mutable state of the policy)."""
-
-    rates: dict[str, float] = field(default_factory=dict)
-    seen: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> (t, rate)
-    wants: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # recent demand
-    last_up: dict[str, float] = field(default_factory=dict)
-    last_reclaim: dict[str, float] = field(default_factory=dict)
-    pending_shrink: dict[str, int] = field(default_factory=dict)
-    pending_grow: dict[str, tuple[int, float]] = field(default_factory=dict)  # (gpus, since)
-    job_pool: dict[str, str] = field(default_factory=dict)
-    layout: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
-    cycle: int = 0
-
-
-def demand(load: DeploymentLoad, cfg: ControllerConfig, slope: float = 0.0) -> float:
-    """Rate to provision for: arrivals (extrapolated over the lookahead when rising) plus what
-    it takes to drain the queue, plus headroom."""
-    # At most double: a step change is a burst, not a trend to extrapolate forever.
-    rate = load.request_rate + min(max(slope, 0.0) * cfg.lookahead_s, load.request_rate)
-    return (rate + load.queued / cfg.queue_drain_s) * (1 + cfg.headroom)
-
-
-def target_rates(
-    loads: Mapping[str, DeploymentLoad],
-    mem: Memory,
-    now: float,
-    cfg: ControllerConfig,
-    defaults: Mapping[str, float],
-) -> dict[str, float]:
-    """Hysteresis: move up at once when demand passes the band; move down only after the
-    cooldown since the last rise, only to the highest demand seen over the last
-    down_stabilization_s, and only when that is well below the target (Kubernetes HPA's
-    scale-down stabilization: a metrics pipeline that exports every ~10 s shows steady load as
-    dips and spikes, and a single dip must not release replicas)."""
-    out = {}
-    for name, default in defaults.items():
-        prev = mem.rates.get(name)
-        load = loads.get(name)
-        slope = 0.0
-        if load is not None and name in mem.seen and now > mem.seen[name][0]:
-            t0, r0 = mem.seen[name]
-            slope = (load.request_rate - r0) / (now - t0)
-        want = demand(load, cfg, slope) if load is not None else default
-        hist = [(t, w) for t, w in mem.wants.get(name, []) if now - t < cfg.down_stabilization_s]
-        hist.append((now, want))
-        mem.wants[name] = hist
-        stable = max(w for _, w in hist)
-        cooled = now - mem.last_up.get(name, -1e18) >= cfg.down_cooldown_s
-        if prev is None or want > prev * (1 + cfg.up_threshold):
-            out[name] = want
-        elif cooled and stable < prev * (1 - cfg.down_threshold):
-            out[name] = stable
-        else:
-            out[name] = prev
-    return out
-
-
-@dataclass(frozen=True)
-class Action:
-    kind: str  # scale | reclaim | lend
-    target: str
-    pool: str
-    gpu: str
-    before: int
-    after: int
-    reason: str
-
-
-def decide(
-    fleet: Fleet,
-    p: Plan,
-    serving_now: Mapping[tuple[str, str], int],
-    training_now: Mapping[str, int],
-    mem: Memory,
-    now: float,
-    cfg: ControllerConfig,
-    priorities: Mapping[str, int] | None = None,
-    mins: Mapping[str, int] | None = None,
-) -> list[Action]:
-    """Actions that move the cluster toward `p` without ever over-committing a pool."""
-    gpu_of = {q.name: q.gpu for q in fleet.pools}
-    cap = {q.name: q.gpus_capacity for q in fleet.pools}
-    per_replica = {(o.deployment, o.pool): o.gpus_per_replica for o in p.options}
-    for s in p.serving:  # the layout the plan chose wins over other TP options
-        per_replica[(s.deployment, s.pool)] = s.gpus // max(s.replicas, 1)
-    want_s = p.replicas()
-    job_pool_plan = {t.job: t.pool for t in p.training}
-    want_t = p.training_gpus()
-
-    used = {q: 0 for q in cap}
-    for (d, q), n in serving_now.items():
-        if q in used:
-            used[q] += n * per_replica.get((d, q), 1)
-    for job, g in training_now.items():
-        q = mem.job_pool.get(job) or job_pool_plan.get(job)
-        if q in used:
-            used[q] += g
-
-    actions: list[Action] = []
-    # 1. Serving scale-downs first: they free GPUs for scale-ups in the same cycle.
-    keys = sorted(set(serving_now) | set(want_s))
-    for d, q in keys:
-        before, after = serving_now.get((d, q), 0), want_s.get((d, q), 0)
-        if after < before:
-            if now - mem.last_up.get(d, -1e18) < cfg.down_cooldown_s:
-                continue
-            actions.append(
-                Action(
-                    "scale",
-                    d,
-                    q,
-                    gpu_of.get(q, "?"),
-                    before,
-                    after,
-                    f"demand {mem.rates.get(d, 0):.2f} rps needs fewer replicas",
-                )
-            )
-            used[q] -= (before - after) * per_replica.get((d, q), 1)
-    # 2. Reclaim only what serving's scale-ups in a pool lack, lowest priority job first; a job
-    #    left below its minimum is suspended (after its checkpoint) rather than crippled.
-    need: dict[str, int] = defaultdict(int)
-    for d, q in keys:
-        before, after = serving_now.get((d, q), 0), want_s.get((d, q), 0)
-        if after > before:
-            need[q] += (after - before) * per_replica[(d, q)]
-    prio = {j: pr for j, pr in (priorities or {}).items()}
-    for q in sorted(need):
-        short = need[q] - (cap[q] - used[q])
-        if short > 0:
-            # Take the reserve back too, so the next small rise needs no second reclaim.
-            serving_q = sum(
-                n * per_replica.get((d, pq), 1) for (d, pq), n in want_s.items() if pq == q
-            )
-            short += math.ceil(cfg.lend_reserve * serving_q)
-        holders = sorted(
-            (
-                j
-                for j, g in training_now.items()
-                if g > 0 and (mem.job_pool.get(j) or job_pool_plan.get(j)) == q
-            ),
-            key=lambda j: (prio.get(j, 0), j),
-        )
-        for job in holders:
-            if short <= 0:
-                break
-            before = training_now[job]
-            if job in mem.pending_shrink:
-                short -= before - mem.pending_shrink[job]
-                continue
-            after = max(before - short, 0)
-            if after < (mins or {}).get(job, 1):
-                after = 0
-            short -= before - after
-            actions.append(
-                Action(
-                    "reclaim",
-                    job,
-                    q,
-                    gpu_of.get(q, "?"),
-                    before,
-                    after,
-                    f"serving needs {need[q]} GPUs in {q}; checkpoint then release",
-                )
-            )
-    # 3. Serving scale-ups, limited to GPUs free now (reclaimed GPUs arrive next cycle).
-    for d, q in keys:
-        before, after = serving_now.get((d, q), 0), want_s.get((d, q), 0)
-        if after <= before:
-            continue
-        room = (cap[q] - used[q]) // per_replica[(d, q)]
-        grant = min(after, before + max(room, 0))
-        if grant > before:
-            reason = f"demand {mem.rates.get(d, 0):.2f} rps"
-            if grant < after:
-                reason += f"; {after - grant} more replicas once training releases GPUs"
-            actions.append(Action("scale", d, q, gpu_of[q], before, grant, reason))
-            used[q] += (grant - before) * per_replica[(d, q)]
-    # 4. Lend: grow jobs into what is still free, after the reclaim cooldown.
-    for job in sorted(want_t):
-        q = job_pool_plan[job]
-        if training_now.get(job, 0) and mem.job_pool.get(job, q) != q:
-            continue  # a running job never moves without a checkpoint; it stays where it is
-        before = training_now.get(job, 0)
-        after = want_t[job]
-        if after <= before or job in mem.pending_shrink:
-            continue  # `before` already counts a grow the job has not taken up yet
-        if now - mem.last_reclaim.get(job, -1e18) < cfg.lend_cooldown_s:
-            continue
-        serving_q = sum(n * per_replica.get((d, pq), 1) for (d, pq), n in want_s.items() if pq == q)
-        reserve = math.ceil(cfg.lend_reserve * serving_q)
-        grant = min(after, before + max(cap[q] - used[q] - reserve, 0))
-        if grant >= max(before + 1, (mins or {}).get(job, 1)):
-            actions.append(
-                Action(
-                    "lend", job, q, gpu_of[q], before, grant, "idle serving GPUs lent to training"
-                )
-            )
-            used[q] += grant - before
-    return actions
-
-
-def serving_cost(p: Plan, replicas: Mapping[tuple[str, str], int]) -> float:
-    per = {(o.deployment, o.pool): o.replica_cost_per_hour for o in p.options}
-    for s in p.serving:
-        per[(s.deployment, s.pool)] = s.cost_per_hour / max(s.replicas, 1)
-    return float(sum(n * per.get(k, 0.0) for k, n in replicas.items()))
+Pair = tuple[str, str]
 
 
 class Controller:
@@ -328,7 +73,7 @@ class Controller:
 
     def __init__(
         self,
-        fleet: Fleet | Callable[[], Fleet],
+        fleet: FleetSource,
         workloads: Workloads,
         load: LoadSource,
         serve: ServeActuator,
@@ -340,212 +85,249 @@ class Controller:
         record: bool = True,
         clock: Callable[[], float] = time.time,
         dry_run: bool = False,
+        metrics: ControllerMetrics | None = None,
     ) -> None:
         self._fleet = fleet
         self.workloads = workloads
         self.load, self.serve, self.capacity, self.training = load, serve, capacity, training
         self.cfg = cfg or ControllerConfig()
         self.mem = Memory()
-        self.record_path, self.record = record_path, record
+        self.record_path, self.record_enabled = record_path, record
         self.clock, self.dry_run = clock, dry_run
+        self.metrics = metrics
         self.last_plan: Plan | None = None
+        self.failures_in_a_row = 0
+        self.cycles_done = 0
+        self.last_error: str | None = None
         self.tracer = get_tracer(TRACER)
 
     def fleet(self) -> Fleet:
         return self._fleet() if callable(self._fleet) else self._fleet
 
+    # ------------------------------------------------------------------ the cycle
     def step(self) -> list[rec.Decision]:
-        now = self.clock()
+        """observe -> plan -> act -> record. Never raises for a failed cycle: the failure is
+        the cycle's one `error` decision (run() then backs off)."""
         self.mem.cycle += 1
-        fleet = self.fleet()
         with self.tracer.start_as_current_span("pools.reconcile") as root:
-            loads = self.load.read()
-            serving_now = self.serve.current_replicas()
-            raw_gpus = {j.name: self.training.current_gpus(j.name) for j in self.workloads.training}
-            absent = sorted(j for j, g in raw_gpus.items() if g is None)
-            workloads = self.workloads
-            if absent:
-                workloads = workloads.model_copy(
-                    update={"training": [j for j in workloads.training if j.name not in absent]}
-                )
-                set_attributes(root, {"jobs_not_running": ",".join(absent)})
-            held_now = {j: int(g) for j, g in raw_gpus.items() if g is not None}
-            for job, pending in list(self.mem.pending_shrink.items()):
-                if held_now.get(job, 0) <= pending:
-                    del self.mem.pending_shrink[job]  # the job checkpointed and released
-            for job, (want, since) in list(self.mem.pending_grow.items()):
-                if held_now.get(job, 0) >= want or now - since > self.cfg.grow_timeout_s:
-                    del self.mem.pending_grow[job]  # taken up (or given up on)
-            # A grow in flight counts as held: its GPUs are spoken for (no double booking).
-            training_now = {
-                j: max(g, self.mem.pending_grow.get(j, (0, 0.0))[0]) for j, g in held_now.items()
-            }
-            defaults = {w.name: w.request_rate for w in self.workloads.serving}
-            prev_rates = dict(self.mem.rates)
-            rates = target_rates(loads, self.mem, now, self.cfg, defaults)
-            # Keep running replicas in place unless this deployment's target fell: scale-ups
-            # add capacity where it is cheapest, and only scale-downs re-pack the placement.
-            keep = {
-                k: n
-                for k, n in serving_now.items()
-                if rates.get(k[0], 0.0) >= prev_rates.get(k[0], 0.0)
-            }
-            job_pools = {j: q for j, q in self.mem.job_pool.items() if training_now.get(j, 0)}
-            self.mem.seen = {k: (now, v.request_rate) for k, v in loads.items()}
-            for name, r in rates.items():
-                if r > self.mem.rates.get(name, r - 1):
-                    self.mem.last_up[name] = now
-            self.mem.rates = rates
-
-            with self.tracer.start_as_current_span("pools.plan") as ps:
+            set_attributes(root, {"cycle": self.mem.cycle})
+            try:
+                obs = self.observe(self.clock(), root)
                 try:
-                    pinned = {k: v for k, v in self.mem.layout.items() if serving_now.get(k, 0) > 0}
-                    try:
-                        p = self._plan(
-                            fleet, workloads, rates, pinned, keep, job_pools, training_now, ps
-                        )
-                    except InfeasibleError:
-                        # Headroom and lookahead are wishes; the measured load is the need.
-                        raw = {k: v.request_rate for k, v in loads.items() if k in rates}
-                        p = plan_one_layout(
-                            PlanRequest(
-                                fleet,
-                                workloads,
-                                rates={**rates, **raw},
-                                pinned=pinned,
-                                job_pools=job_pools,
-                                time_limit_s=self.cfg.plan_time_limit_s,
-                                mip_gap=self.cfg.mip_gap,
-                            )
-                        )
-                        set_attributes(ps, {"degraded": "planned for measured load only"})
-                except PoolsError as e:
-                    set_attributes(ps, {"feasible": False, "reason": str(e)})
-                    set_attributes(root, {"cycle": self.mem.cycle, "error": str(e)})
-                    d = self._decision("plan", "fleet", None, None, 0, 0, str(e), None, None, root)
-                    self._write([d])
-                    return [d]
-                set_attributes(
-                    ps,
-                    {
-                        "feasible": True,
-                        "method": p.solver.get("method", ""),
-                        "solve_s": float(p.solver.get("time_s", 0.0)),
-                        "cost_per_hour_after": p.cost_per_hour,
-                        "rates": ",".join(f"{k}={v:.3f}" for k, v in sorted(rates.items())),
-                    },
-                )
-            self.last_plan = p
-            cost_before = serving_cost(p, serving_now)
-            jobs = workloads.training
-            actions = decide(
-                fleet,
-                p,
-                serving_now,
-                training_now,
-                self.mem,
-                now,
-                self.cfg,
-                {j.name: j.priority for j in jobs},
-                {j.name: max(j.gpus.min, 1) for j in jobs},
-            )
-            for s_ in p.serving:
-                self.mem.layout.setdefault((s_.deployment, s_.pool), (s_.tp, s_.pp))
+                    planned = self.plan(obs)
+                except PoolsError as e:  # infeasible or unfit: a planning outcome, not a fault
+                    planned, ds = None, [self._plan_failed(e, root)]
+                else:
+                    ds = self.act(obs, planned, root)
+            except Exception as e:  # one bad cycle must not end the loop
+                return self._cycle_failed(e, root)
+            finally:
+                self.cycles_done += 1
+            self.record(ds, obs, planned)
+            self.failures_in_a_row, self.last_error = 0, None
+            return ds
 
-            after = dict(serving_now)
-            for a in actions:
-                if a.kind == "scale":
-                    after[(a.target, a.pool)] = a.after
-            cost_after = serving_cost(p, after)
-            out = []
-            for a in actions:
-                span = {"scale": "pools.scale", "reclaim": "pools.reclaim", "lend": "pools.lend"}[
-                    a.kind
-                ]
-                with self.tracer.start_as_current_span(span) as s:
-                    attrs = {
-                        "pool": a.pool,
-                        "gpu": a.gpu,
-                        ("deployment" if a.kind == "scale" else "job"): a.target,
-                        "before": a.before,
-                        "after": a.after,
-                        "reason": a.reason,
-                        "cost_per_hour_before": cost_before,
-                        "cost_per_hour_after": cost_after,
-                        "dry_run": self.dry_run,
-                    }
-                    error = self._apply(a, now)
-                    if error:
-                        attrs["error"] = error
-                        s.set_status(StatusCode.ERROR, error)
-                    set_attributes(s, attrs)
-                    out.append(
-                        self._decision(
-                            a.kind,
-                            a.target,
-                            a.pool,
-                            a.gpu,
-                            a.before,
-                            a.after,
-                            a.reason,
-                            cost_before,
-                            cost_after,
-                            s,
-                            error,
-                        )
+    def observe(self, now: float, span: trace.Span = trace.INVALID_SPAN) -> Observation:
+        """Read load, replicas and training GPUs; settle requests that completed, roll back
+        grows never taken up and note shrinks that are overdue."""
+        fleet = self.fleet()
+        loads = self.load.read()
+        serving_now = self.serve.current_replicas()
+        raw = {j.name: self.training.current_gpus(j.name) for j in self.workloads.training}
+        absent = sorted(j for j, g in raw.items() if g is None)
+        workloads = self.workloads
+        if absent:
+            workloads = workloads.model_copy(
+                update={"training": [j for j in workloads.training if j.name not in absent]}
+            )
+            set_attributes(span, {"jobs_not_running": ",".join(absent)})
+        held = {j: int(g) for j, g in raw.items() if g is not None}
+        fl = settle_in_flight(held, self.mem, now, self.cfg)
+        err = forecast_error(self.mem.forecast, loads) if self.mem.forecast else None
+        return Observation(
+            now,
+            fleet,
+            workloads,
+            loads,
+            serving_now,
+            fl.training_now,
+            absent,
+            fl.rolled_back,
+            fl.overdue,
+            err,
+        )
+
+    def plan(self, obs: Observation) -> Planned:
+        """Demand to provision for (updates the loop's memory), then the plan for it. Raises
+        PoolsError when no placement can carry even the measured load."""
+        defaults = {w.name: w.request_rate for w in self.workloads.serving}
+        req = plan_request(obs, self.mem, self.cfg, defaults)
+        rates = dict(req.rates)
+        with self.tracer.start_as_current_span("pools.plan") as ps:
+            try:
+                try:
+                    p = plan_avoiding_reclaim(
+                        req, obs.training_now, self.mem.job_pool, self.cfg.reclaim_tolerance, ps
                     )
-            self._request_capacity(fleet, p)
+                except InfeasibleError:
+                    # Headroom and lookahead are wishes; the measured load is the need.
+                    raw = {k: v.request_rate for k, v in obs.loads.items() if k in rates}
+                    p = plan_one_layout(replace(req, rates={**rates, **raw}, keep={}))
+                    set_attributes(ps, {"degraded": "planned for measured load only"})
+            except PoolsError as e:
+                set_attributes(ps, {"feasible": False, "reason": str(e)})
+                raise
+            set_attributes(
+                ps,
+                {
+                    "feasible": True,
+                    "method": p.solver.get("method", ""),
+                    "solve_s": float(p.solver.get("time_s", 0.0)),
+                    "cost_per_hour_after": p.cost_per_hour,
+                    "rates": ",".join(f"{k}={v:.3f}" for k, v in sorted(rates.items())),
+                },
+            )
+        self.last_plan = p
+        return Planned(p, rates)
+
+    def act(self, obs: Observation, planned: Planned, root=None) -> list[rec.Decision]:
+        """Settle rolled-back and overdue requests, then apply the actions toward the plan
+        one by one; an actuator's failure is recorded on its decision, not raised."""
+        p, now = planned.plan, obs.now
+        out = [self._rollback(job, *v) for job, v in sorted(obs.rolled_back.items())]
+        out += [self._retry_shrink(job, target, obs) for job, target in sorted(obs.overdue.items())]
+        jobs = obs.workloads.training
+        actions = decide(
+            obs.fleet,
+            p,
+            obs.serving_now,
+            obs.training_now,
+            self.mem,
+            now,
+            self.cfg,
+            {j.name: j.priority for j in jobs},
+            {j.name: max(j.gpus.min, 1) for j in jobs},
+        )
+        for s_ in p.serving:
+            self.mem.layout.setdefault((s_.deployment, s_.pool), (s_.tp, s_.pp))
+        after = dict(obs.serving_now)
+        for a in actions:
+            if a.kind == "scale":
+                after[(a.target, a.pool)] = a.after
+        costs = serving_cost(p, obs.serving_now), serving_cost(p, after)
+        for a in actions:
+            with self.tracer.start_as_current_span(f"pools.{a.kind}") as s:
+                error = self._apply(a, now)
+                attrs = {
+                    "pool": a.pool,
+                    "gpu": a.gpu,
+                    ("deployment" if a.kind == "scale" else "job"): a.target,
+                    "before": a.before,
+                    "after": a.after,
+                    "reason": a.reason,
+                    "cost_per_hour_before": costs[0],
+                    "cost_per_hour_after": costs[1],
+                    "dry_run": self.dry_run,
+                }
+                if error:
+                    attrs["error"] = error
+                    s.set_status(StatusCode.ERROR, error)
+                set_attributes(s, attrs)
+                out.append(
+                    self._decision(
+                        a.kind,
+                        a.target,
+                        a.pool,
+                        a.gpu,
+                        a.before,
+                        a.after,
+                        a.reason,
+                        *costs,
+                        s,
+                        error,
+                    )
+                )
+        failed = self._request_capacity(p, root)
+        if failed is not None:
+            out.append(failed)
+        if root is not None:
             set_attributes(
                 root,
                 {
-                    "cycle": self.mem.cycle,
-                    "actions": len(out),
-                    "cost_per_hour_before": cost_before,
-                    "cost_per_hour_after": cost_after,
+                    "actions": len(actions),
+                    "cost_per_hour_before": costs[0],
+                    "cost_per_hour_after": costs[1],
                     "plan_cost_per_hour": p.cost_per_hour,
                 },
             )
-            self._write(out)
-            return out
+        return out
 
-    def _plan(self, fleet, workloads, rates, pinned, keep, job_pools, training_now, span) -> Plan:
-        req = PlanRequest(
-            fleet,
-            workloads,
-            rates=rates,
-            pinned=pinned,
-            keep=keep,
-            job_pools=job_pools,
-            time_limit_s=self.cfg.plan_time_limit_s,
-            mip_gap=self.cfg.mip_gap,
+    def record(
+        self, ds: list[rec.Decision], obs: Observation | None, planned: Planned | None = None
+    ) -> None:
+        """Append the cycle's decisions to the record and fold them into the metrics."""
+        if self.record_enabled:
+            rec.append(ds, self.record_path)
+        if self.metrics is not None:
+            replicas = None
+            if obs is not None and planned is not None and not self.dry_run:
+                replicas = dict(obs.serving_now)
+                for d in ds:
+                    if d.kind == "scale" and d.applied and d.pool:
+                        replicas[(d.target, d.pool)] = int(d.after)
+            err = obs.forecast_error if obs is not None else None
+            self.metrics.record(ds, replicas, err)
+
+    # ------------------------------------------------------------------ helpers
+    def _plan_failed(self, e: PoolsError, root) -> rec.Decision:
+        set_attributes(root, {"error": str(e)})
+        d = self._decision("plan", "fleet", None, None, 0, 0, str(e), None, None, root, str(e))
+        return d
+
+    def _cycle_failed(self, e: Exception, root) -> list[rec.Decision]:
+        msg = f"{type(e).__name__}: {e}"
+        root.record_exception(e)
+        root.set_status(StatusCode.ERROR, msg)
+        set_attributes(root, {"error": msg})
+        self.failures_in_a_row += 1
+        self.last_error = msg
+        reason = f"cycle failed ({self.failures_in_a_row} in a row); retry with backoff"
+        d = self._decision("error", "cycle", None, None, 0, 0, reason, None, None, root, msg)
+        self.record([d], None)
+        return [d]
+
+    def _rollback(self, job: str, offered: int, held: int) -> rec.Decision:
+        reason = (
+            f"lend of {offered} GPUs not taken up within {self.cfg.grow_timeout_s:g}s; "
+            f"booking rolled back to the {held} the job holds"
         )
-        full = plan_one_layout(req)
-        held: dict[str, int] = defaultdict(int)
-        for job, g in training_now.items():
-            q = self.mem.job_pool.get(job)
-            if q and g:
-                held[q] += g
-        if not held:
-            return full
-        try:
-            free = plan_one_layout(replace(req, held=held))
-        except PoolsError:
-            set_attributes(span, {"reclaim_needed": True})
-            return full
-        if free.cost_per_hour <= full.cost_per_hour * (1 + self.cfg.reclaim_tolerance) + 1e-9:
-            set_attributes(
-                span,
-                {
-                    "reclaim_avoided": True,
-                    "reclaim_saving_per_hour": full.cost_per_hour - free.cost_per_hour,
-                },
+        with self.tracer.start_as_current_span("pools.rollback") as s:
+            set_attributes(s, {"job": job, "before": offered, "after": held, "reason": reason})
+            pool = self.mem.job_pool.get(job)
+            return self._decision("rollback", job, pool, None, offered, held, reason, None, None, s)
+
+    def _retry_shrink(self, job: str, target: int, obs: Observation) -> rec.Decision:
+        held = obs.training_now.get(job, 0)
+        reason = f"job still holds {held} GPUs {self.cfg.shrink_timeout_s:g}s after a reclaim"
+        with self.tracer.start_as_current_span("pools.reclaim") as s:
+            error = None
+            if not self.dry_run:
+                try:
+                    self.training.request_checkpoint_and_shrink(job, target)
+                    self.mem.shrink_since[job] = obs.now
+                except Exception as e:  # recorded, retried next cycle
+                    error = f"{type(e).__name__}: {e}"
+                    s.set_status(StatusCode.ERROR, error)
+            set_attributes(s, {"job": job, "before": held, "after": target, "retry": True})
+            pool = self.mem.job_pool.get(job)
+            return self._decision(
+                "retry", job, pool, None, held, target, reason, None, None, s, error
             )
-            return free
-        return full
 
     def _apply(self, a: Action, now: float) -> str | None:
         """Act; an actuator's failure is returned (recorded on the span and the decision), so
-        one unreachable deployment or job cannot stop the loop for all the others."""
+        one unreachable deployment or job cannot stop the loop for all the others. Nothing is
+        booked unless the actuator accepted the call."""
         if self.dry_run:
             return None
         try:
@@ -556,22 +338,34 @@ class Controller:
             elif a.kind == "reclaim":
                 self.training.request_checkpoint_and_shrink(a.target, a.after)
                 self.mem.pending_shrink[a.target] = a.after
+                self.mem.shrink_since[a.target] = now
                 self.mem.pending_grow.pop(a.target, None)
                 self.mem.last_reclaim[a.target] = now
             else:
                 self.training.grow(a.target, a.after, a.pool)
                 self.mem.job_pool[a.target] = a.pool
                 self.mem.pending_grow[a.target] = (a.after, now)
-        except Exception as e:
+        except Exception as e:  # see the docstring
             return f"{type(e).__name__}: {e}"
         return None
 
-    def _request_capacity(self, fleet: Fleet, p: Plan) -> None:
+    def _request_capacity(self, p: Plan, root) -> rec.Decision | None:
         want = {u.pool: u.gpus_serving + u.gpus_training for u in p.pools}
         with self.tracer.start_as_current_span("pools.capacity") as s:
             set_attributes(s, {"gpus": ",".join(f"{k}={v}" for k, v in sorted(want.items()))})
-            if not self.dry_run:
+            if self.dry_run:
+                return None
+            try:
                 self.capacity.request(want)
+            except Exception as e:  # the autoscaler ask is retried next cycle
+                msg = f"{type(e).__name__}: {e}"
+                s.set_status(StatusCode.ERROR, msg)
+                total = sum(want.values())
+                reason = "autoscaler capacity request failed"
+                return self._decision(
+                    "capacity", "fleet", None, None, 0, total, reason, None, None, s, msg
+                )
+        return None
 
     def _decision(self, kind, target, pool, gpu, before, after, reason, cb, ca, span, error=None):
         ctx = span.get_span_context()
@@ -592,9 +386,13 @@ class Controller:
             trace_id=f"{ctx.trace_id:032x}" if ctx and ctx.trace_id else None,
         )
 
-    def _write(self, ds: list[rec.Decision]) -> None:
-        if self.record:
-            rec.append(ds, self.record_path)
+    def health(self) -> dict:
+        """What a watcher needs: cycles run, failures in a row and the last error."""
+        return {
+            "cycles": self.cycles_done,
+            "failures_in_a_row": self.failures_in_a_row,
+            "last_error": self.last_error,
+        }
 
     def run(
         self,
@@ -603,6 +401,7 @@ class Controller:
         max_cycles: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """Cycle every interval_s; after a failed cycle, sooner, with exponential backoff."""
         n = 0
         while True:
             started = time.monotonic()
@@ -610,4 +409,5 @@ class Controller:
             n += 1
             if once or (max_cycles is not None and n >= max_cycles):
                 return
-            sleep(max(self.cfg.interval_s - (time.monotonic() - started), 0.0))
+            wait = self.cfg.backoff_s(self.failures_in_a_row)
+            sleep(max(wait - (time.monotonic() - started), 0.0))

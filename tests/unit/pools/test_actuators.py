@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from r1platform.pools.actuators import (
-    RayAutoscalerCapacity,
-    parse_serve_metrics,
-    parse_serve_name,
-    serve_name,
-)
+from r1platform.contracts import deployment_name
+from r1platform.pools.actuators import RayAutoscalerCapacity, parse_serve_metrics
 
 # Shaped like Ray's Prometheus export (ray_ prefix, counters with _total).
 METRICS = """\
@@ -34,8 +30,8 @@ def test_parse_serve_metrics_sums_pools_per_deployment():
 
 
 def test_serve_name_round_trip():
-    assert parse_serve_name(serve_name("r1-7b", "h100")) == ("r1-7b", "h100")
-    assert parse_serve_name("Ingress") == ("Ingress", None)
+    assert deployment_name.parse(deployment_name.build("r1-7b", "h100")) == ("r1-7b", "h100")
+    assert deployment_name.parse("Ingress") == ("Ingress", None)
 
 
 def test_autoscaler_bundles_one_per_node_pinned_to_the_pool():

@@ -67,7 +67,7 @@ def test_simulation_is_deterministic(results):
     cfg = sim.SimConfig(duration_s=4 * 3600, control_interval_s=300, seed=2)
     tr = trace.synthetic(86400, cfg.tick_s, 2)
     again = sim.simulate(
-        "first-fit", fleet, list(wl.serving), sim.job_queue(4, 2, cfg.duration_s, gpus), tr, cfg
+        sim.FirstFitPolicy(), fleet, list(wl.serving), sim.job_queue(4, 2, cfg.duration_s, gpus), tr, cfg
     )
     assert again.cost == res["first-fit"].cost
     assert again.harvested_gpu_hours == res["first-fit"].harvested_gpu_hours

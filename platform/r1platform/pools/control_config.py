@@ -1,0 +1,54 @@
+"""Tuning of the reconcile loop (pydantic-settings: R1P_CONTROL_<FIELD> in the environment)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ControllerConfig(BaseSettings):
+    """Loop tuning; every field can be set from the environment as R1P_CONTROL_<FIELD>."""
+
+    model_config = SettingsConfigDict(env_prefix="R1P_CONTROL_", extra="forbid")
+
+    interval_s: float = Field(30.0, gt=0)
+    headroom: float = Field(0.15, ge=0)  # plan for this much above the estimated rate
+    # Re-target up when demand exceeds the target by this fraction ...
+    up_threshold: float = Field(0.05, ge=0)
+    down_threshold: float = Field(0.20, ge=0, lt=1)  # ... and down only when it falls this far
+    down_cooldown_s: float = Field(300.0, ge=0)  # no scale-down sooner than this after a rise
+    # Scale down only to the highest demand of this window (several metric export intervals).
+    down_stabilization_s: float = Field(60.0, ge=0)
+    lend_cooldown_s: float = Field(600.0, ge=0)  # no lending to a job this soon after a reclaim
+    queue_drain_s: float = Field(30.0, gt=0)  # queued requests should drain within this time
+    # Request rates are the counters' increase over this window (Prometheus rate()): longer
+    # than the metrics export interval, short enough to see a burst within a cycle or two.
+    rate_window_s: float = Field(30.0, gt=0)
+    # Replicas take minutes to load weights, so provision for where a rising rate will be
+    # this far ahead (linear trend of the last two reads); falling rates are not extrapolated.
+    lookahead_s: float = Field(300.0, ge=0)
+    # Keep this share of a pool's serving GPUs un-lent so small rises need no reclaim
+    # (each reclaim costs the job a checkpoint and a restart).
+    lend_reserve: float = Field(0.10, ge=0)
+    # A lent grow the job has not taken up by then is given up (the job may be gone or its
+    # workers unschedulable); until then the GPUs count as the job's.
+    grow_timeout_s: float = Field(600.0, gt=0)
+    plan_time_limit_s: float = Field(5.0, gt=0)
+    # Take GPUs back from training only when that makes serving this much cheaper (or when
+    # the free GPUs cannot carry the load): every reclaim costs a checkpoint and a restart.
+    reclaim_tolerance: float = Field(0.05, ge=0)
+    # Re-planning every cycle: a 0.1% optimality gap is far below load noise and 10x faster.
+    mip_gap: float = Field(1e-3, ge=0)
+    # A reclaim the job has not carried out by then is asked for again (the request may have
+    # been lost with a restarted control actor); the GPUs stay off limits meanwhile.
+    shrink_timeout_s: float = Field(900.0, gt=0)
+    # A failed cycle (dashboard, GCS or an actuator down) is retried after error_backoff_s,
+    # doubling with each failure in a row up to max_backoff_s.
+    error_backoff_s: float = Field(5.0, gt=0)
+    max_backoff_s: float = Field(300.0, gt=0)
+
+    def backoff_s(self, failures_in_a_row: int) -> float:
+        """Wait before the next cycle after this many failed cycles in a row."""
+        if failures_in_a_row <= 0:
+            return self.interval_s
+        return min(self.error_backoff_s * 2 ** (failures_in_a_row - 1), self.max_backoff_s)

@@ -1,0 +1,171 @@
+"""The act side of the loop, pure: the actions that move the cluster toward a plan without
+ever over-committing a pool, and what a set of replicas costs under a plan.
+
+Safety rules enforced here: serving never takes GPUs training still holds (it asks the job to
+checkpoint and shrink, and uses those GPUs on a later cycle, once released); training is never
+killed (the only way down is a checkpoint-then-shrink); cooldowns on scale-down and on lending
+GPUs back keep load noise from bouncing a job.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .control_config import ControllerConfig
+from .demand import Memory
+from .fleet import Fleet
+from .plan_model import Plan
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # scale | reclaim | lend
+    target: str
+    pool: str
+    gpu: str
+    before: int
+    after: int
+    reason: str
+
+
+def decide(
+    fleet: Fleet,
+    p: Plan,
+    serving_now: Mapping[tuple[str, str], int],
+    training_now: Mapping[str, int],
+    mem: Memory,
+    now: float,
+    cfg: ControllerConfig,
+    priorities: Mapping[str, int] | None = None,
+    mins: Mapping[str, int] | None = None,
+) -> list[Action]:
+    """Actions that move the cluster toward `p` without ever over-committing a pool."""
+    gpu_of = {q.name: q.gpu for q in fleet.pools}
+    cap = {q.name: q.gpus_capacity for q in fleet.pools}
+    per_replica = {(o.deployment, o.pool): o.gpus_per_replica for o in p.options}
+    for s in p.serving:  # the layout the plan chose wins over other TP options
+        per_replica[(s.deployment, s.pool)] = s.gpus // max(s.replicas, 1)
+    want_s = p.replicas()
+    job_pool_plan = {t.job: t.pool for t in p.training}
+    want_t = p.training_gpus()
+
+    used = {q: 0 for q in cap}
+    for (d, q), n in serving_now.items():
+        if q in used:
+            used[q] += n * per_replica.get((d, q), 1)
+    for job, g in training_now.items():
+        q = mem.job_pool.get(job) or job_pool_plan.get(job)
+        if q in used:
+            used[q] += g
+
+    actions: list[Action] = []
+    # 1. Serving scale-downs first: they free GPUs for scale-ups in the same cycle.
+    keys = sorted(set(serving_now) | set(want_s))
+    for d, q in keys:
+        before, after = serving_now.get((d, q), 0), want_s.get((d, q), 0)
+        if after < before:
+            if now - mem.last_up.get(d, -1e18) < cfg.down_cooldown_s:
+                continue
+            actions.append(
+                Action(
+                    "scale",
+                    d,
+                    q,
+                    gpu_of.get(q, "?"),
+                    before,
+                    after,
+                    f"demand {mem.rates.get(d, 0):.2f} rps needs fewer replicas",
+                )
+            )
+            used[q] -= (before - after) * per_replica.get((d, q), 1)
+    # 2. Reclaim only what serving's scale-ups in a pool lack, lowest priority job first; a job
+    #    left below its minimum is suspended (after its checkpoint) rather than crippled.
+    need: dict[str, int] = defaultdict(int)
+    for d, q in keys:
+        before, after = serving_now.get((d, q), 0), want_s.get((d, q), 0)
+        if after > before:
+            need[q] += (after - before) * per_replica[(d, q)]
+    prio = {j: pr for j, pr in (priorities or {}).items()}
+    for q in sorted(need):
+        short = need[q] - (cap[q] - used[q])
+        if short > 0:
+            # Take the reserve back too, so the next small rise needs no second reclaim.
+            serving_q = sum(
+                n * per_replica.get((d, pq), 1) for (d, pq), n in want_s.items() if pq == q
+            )
+            short += math.ceil(cfg.lend_reserve * serving_q)
+        holders = sorted(
+            (
+                j
+                for j, g in training_now.items()
+                if g > 0 and (mem.job_pool.get(j) or job_pool_plan.get(j)) == q
+            ),
+            key=lambda j: (prio.get(j, 0), j),
+        )
+        for job in holders:
+            if short <= 0:
+                break
+            before = training_now[job]
+            if job in mem.pending_shrink:
+                short -= before - mem.pending_shrink[job]
+                continue
+            after = max(before - short, 0)
+            if after < (mins or {}).get(job, 1):
+                after = 0
+            short -= before - after
+            actions.append(
+                Action(
+                    "reclaim",
+                    job,
+                    q,
+                    gpu_of.get(q, "?"),
+                    before,
+                    after,
+                    f"serving needs {need[q]} GPUs in {q}; checkpoint then release",
+                )
+            )
+    # 3. Serving scale-ups, limited to GPUs free now (reclaimed GPUs arrive next cycle).
+    for d, q in keys:
+        before, after = serving_now.get((d, q), 0), want_s.get((d, q), 0)
+        if after <= before:
+            continue
+        room = (cap[q] - used[q]) // per_replica[(d, q)]
+        grant = min(after, before + max(room, 0))
+        if grant > before:
+            reason = f"demand {mem.rates.get(d, 0):.2f} rps"
+            if grant < after:
+                reason += f"; {after - grant} more replicas once training releases GPUs"
+            actions.append(Action("scale", d, q, gpu_of[q], before, grant, reason))
+            used[q] += (grant - before) * per_replica[(d, q)]
+    # 4. Lend: grow jobs into what is still free, after the reclaim cooldown.
+    for job in sorted(want_t):
+        q = job_pool_plan[job]
+        if training_now.get(job, 0) and mem.job_pool.get(job, q) != q:
+            continue  # a running job never moves without a checkpoint; it stays where it is
+        before = training_now.get(job, 0)
+        after = want_t[job]
+        if after <= before or job in mem.pending_shrink:
+            continue  # `before` already counts a grow the job has not taken up yet
+        if now - mem.last_reclaim.get(job, -1e18) < cfg.lend_cooldown_s:
+            continue
+        serving_q = sum(n * per_replica.get((d, pq), 1) for (d, pq), n in want_s.items() if pq == q)
+        reserve = math.ceil(cfg.lend_reserve * serving_q)
+        grant = min(after, before + max(cap[q] - used[q] - reserve, 0))
+        if grant >= max(before + 1, (mins or {}).get(job, 1)):
+            actions.append(
+                Action(
+                    "lend", job, q, gpu_of[q], before, grant, "idle serving GPUs lent to training"
+                )
+            )
+            used[q] += grant - before
+    return actions
+
+
+def serving_cost(p: Plan, replicas: Mapping[tuple[str, str], int]) -> float:
+    per = {(o.deployment, o.pool): o.replica_cost_per_hour for o in p.options}
+    for s in p.serving:
+        per[(s.deployment, s.pool)] = s.cost_per_hour / max(s.replicas, 1)
+    return float(sum(n * per.get(k, 0.0) for k, n in replicas.items()))

@@ -1,0 +1,127 @@
+"""In-memory implementations of the controller's Protocols: the offline set `r1p control`
+uses for a dry run, and the fakes tests drive the loop with.
+
+Each one can be told to fail: `fail_next("method", times, error)` makes the next calls of that
+method raise (a dashboard, GCS or actor that is down), and MemoryTraining can also accept a
+request and then never carry it out (`drop_next`), the case a reply alone cannot reveal.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+
+from .protocols import DeploymentLoad
+from .workloads import Workloads
+
+
+class FailureInjection:
+    """Scripted failures, per method name, consumed one per call."""
+
+    def __init__(self) -> None:
+        self._failures: dict[str, list[Exception]] = defaultdict(list)
+        self.calls: dict[str, int] = defaultdict(int)
+
+    def fail_next(self, method: str, times: int = 1, error: Exception | None = None) -> None:
+        if not callable(getattr(self, method, None)):
+            raise ValueError(f"{type(self).__name__} has no method {method!r} to fail")
+        err = error or ConnectionError(f"injected failure of {type(self).__name__}.{method}")
+        self._failures[method].extend([err] * times)
+
+    def _call(self, method: str) -> None:
+        self.calls[method] += 1
+        if self._failures[method]:
+            raise self._failures[method].pop(0)
+
+
+class StaticLoad(FailureInjection):
+    """The workloads file's request rates as if measured (no queue)."""
+
+    def __init__(self, workloads: Workloads) -> None:
+        super().__init__()
+        self.rates = {w.name: w.request_rate for w in workloads.serving}
+
+    def read(self) -> dict[str, DeploymentLoad]:
+        self._call("read")
+        return {d: DeploymentLoad(0.0, 0.0, r) for d, r in self.rates.items()}
+
+
+class MemoryServe(FailureInjection):
+    def __init__(self) -> None:
+        super().__init__()
+        self.replicas: dict[tuple[str, str], int] = {}
+
+    def current_replicas(self) -> dict[tuple[str, str], int]:
+        self._call("current_replicas")
+        return {k: v for k, v in self.replicas.items() if v > 0}
+
+    def set_replicas(self, deployment: str, pool: str, replicas: int) -> None:
+        self._call("set_replicas")
+        self.replicas[(deployment, pool)] = replicas
+
+
+class MemoryCapacity(FailureInjection):
+    def __init__(self) -> None:
+        super().__init__()
+        self.requested: dict[str, int] = {}
+
+    def request(self, gpus_by_pool: Mapping[str, int]) -> None:
+        self._call("request")
+        self.requested = dict(gpus_by_pool)
+
+
+class MemoryTraining(FailureInjection):
+    """Jobs that checkpoint and release after `release_after` reads of current_gpus."""
+
+    def __init__(self, release_after: int = 1) -> None:
+        super().__init__()
+        self.gpus: dict[str, int] = {}
+        self.pool: dict[str, str] = {}
+        self.pending: dict[str, list[int]] = {}
+        self.checkpoints: dict[str, int] = defaultdict(int)
+        self.release_after = release_after
+        self._drops: dict[str, int] = defaultdict(int)
+
+    def drop_next(self, method: str, times: int = 1) -> None:
+        """Accept the next `times` calls of `method` and never act on them."""
+        if method not in ("grow", "request_checkpoint_and_shrink"):
+            raise ValueError(
+                f"only grow and request_checkpoint_and_shrink can drop, not {method!r}"
+            )
+        self._drops[method] += times
+
+    def _dropped(self, method: str) -> bool:
+        if self._drops[method] > 0:
+            self._drops[method] -= 1
+            return True
+        return False
+
+    def current_gpus(self, job: str) -> int | None:
+        self._call("current_gpus")
+        if job in self.pending:
+            target, left = self.pending[job]
+            if left <= 1:  # the checkpoint finished: the job releases its GPUs
+                self.gpus[job] = target
+                del self.pending[job]
+            else:
+                self.pending[job] = [target, left - 1]
+        return self.gpus.get(job, 0)
+
+    def request_checkpoint_and_shrink(self, job: str, gpus: int) -> None:
+        self._call("request_checkpoint_and_shrink")
+        if self._dropped("request_checkpoint_and_shrink"):
+            return
+        self.checkpoints[job] += 1
+        self.pending[job] = [gpus, self.release_after]
+
+    def grow(self, job: str, gpus: int, pool: str) -> None:
+        self._call("grow")
+        if self._dropped("grow"):
+            return
+        self.gpus[job] = gpus
+        self.pool[job] = pool
+
+
+def offline(workloads: Workloads):
+    """(load, serve, capacity, training) for a dry run: nothing outside this process."""
+    return StaticLoad(workloads), MemoryServe(), MemoryCapacity(), MemoryTraining()
