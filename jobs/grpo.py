@@ -5,6 +5,9 @@
 
 With no flags it trains the tiny model on the built-in arithmetic task. Flags, a YAML
 `--config FILE` and R1P_GRPO_* env vars are described by `python jobs/grpo.py --help`.
+
+It prints one line per step (a progress bar on a terminal) and a before/after table; the
+framework logs (vLLM, Ray) go to OUTPUT_DIR/job.log, shown on failure, or here with --verbose.
 """
 
 import sys
