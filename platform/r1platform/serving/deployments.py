@@ -19,13 +19,18 @@ from r1platform import telemetry
 from r1platform.config import ModelSettings, ServeSettings
 from r1platform.serving.auth import ConcurrencyLimiter, KeyChecker
 from r1platform.serving.metrics import ServingMetrics
+from r1platform.serving.openapi import install as install_openapi
+from r1platform.serving.openapi import request_body
 from r1platform.serving.protocol import (
+    REQUEST_MODELS,
     ChatRequest,
     ClientError,
     CompletionRequest,
+    Tail,
     error_body,
     parse_request,
 )
+from r1platform.serving.streams import Deadline, LocalStream, chunk_object, has_text
 
 TRACER = "r1platform.serving"
 
@@ -80,39 +85,8 @@ class EngineDeployment(EngineHost):
         self.core = _start_engine(model_id, settings)
 
 
-class LocalStream:
-    """The in-process twin of a streaming DeploymentResponseGenerator."""
-
-    def __init__(self, agen: AsyncIterator[dict[str, Any]]) -> None:
-        self._agen = agen
-        self._closing: asyncio.Future[None] | None = None
-
-    def __aiter__(self) -> LocalStream:
-        return self
-
-    async def __anext__(self) -> dict[str, Any]:
-        return await self._agen.__anext__()
-
-    def cancel(self) -> None:
-        # Closing the generator closes vLLM's generate(), which aborts the engine request.
-        self._closing = asyncio.ensure_future(self._agen.aclose())  # type: ignore[attr-defined]
-
-
 api = FastAPI(title="r1-platform OpenAI API")
-
-
-# Serve pickles the decorated class at decoration time, so every helper it uses must exist
-# above it.
-def _chunk_object(method: str) -> str:
-    return "chat.completion.chunk" if method == "chat" else "text_completion"
-
-
-def _has_text(item: dict[str, Any]) -> bool:
-    for c in item.get("choices", ()):
-        d = c.get("delta")
-        if (d and (d.get("content") or d.get("reasoning_content"))) or c.get("text"):
-            return True
-    return False
+install_openapi(api, REQUEST_MODELS)
 
 
 def _json_error(err: ClientError) -> JSONResponse:
@@ -216,11 +190,11 @@ class OpenAIIngress(EngineHost):
         ]
         return JSONResponse({"object": "list", "data": data})
 
-    @api.post("/v1/chat/completions")
+    @api.post("/v1/chat/completions", openapi_extra=request_body(ChatRequest))
     async def chat_completions_route(self, request: Request) -> Response:
         return await self._serve(request, ChatRequest, "chat", "chat")
 
-    @api.post("/v1/completions")
+    @api.post("/v1/completions", openapi_extra=request_body(CompletionRequest))
     async def completions_route(self, request: Request) -> Response:
         return await self._serve(request, CompletionRequest, "completion", "text_completion")
 
@@ -252,69 +226,102 @@ class OpenAIIngress(EngineHost):
         except ClientError as err:
             return self._fail(span, model, method, err, t0)
         self.metrics.in_flight.labels(model).inc()
+        deadline = Deadline(self.settings.request_timeout_s - (time.perf_counter() - t0))
         stream = open_stream(method, payload)
+        # Items are told apart by key (protocol.StreamItem): error, meta, tail, else a chunk.
+        ttft: float | None = None
+        body: dict[str, Any] | None = None
+        tail: Tail | None = None
         try:
-            first = await stream.__anext__()
+            item = await deadline.read(stream)
+            if "meta" in item:  # the engine sends it once the first token exists
+                ttft = time.perf_counter() - t0
+                span.set_attribute("gen_ai.response.id", item["meta"]["id"])
+            elif "error" in item:
+                deadline.cancel()
+                self.limiter.release(key_id)
+                self.metrics.in_flight.labels(model).dec()
+                return self._fail(span, model, method, ClientError.from_item(item), t0)
+            if req.stream:
+                return StreamingResponse(
+                    self._sse(stream, item, deadline, span, key_id, model, method, req, t0),
+                    media_type="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                )
+            while tail is None:
+                item = await deadline.read(stream)
+                if "choices" in item:
+                    body = item
+                elif "tail" in item:
+                    tail = item["tail"]
+        except TimeoutError:
+            stream.cancel()
+            self._finish(span, key_id, model, method, 504, None, None, t0)
+            return _json_error(self._timeout())
         except BaseException:
+            deadline.cancel()
             stream.cancel()
             self._finish(span, key_id, model, method, 500, None, None, t0)
             raise
-        if "error" in first:
-            err = ClientError(
-                first["error"]["error"]["message"],
-                status=first["status"],
-                param=first["error"]["error"]["param"],
-                code=first["error"]["error"]["code"],
-            )
-            self.limiter.release(key_id)
-            self.metrics.in_flight.labels(model).dec()
-            return self._fail(span, model, method, err, t0)
-        span.set_attribute("gen_ai.response.id", first["meta"]["id"])
-        if not req.stream:
-            try:
-                body = await stream.__anext__()
-                tail = await stream.__anext__()
-            except BaseException:
-                stream.cancel()
-                self._finish(span, key_id, model, method, 500, None, None, t0)
-                raise
-            self._finish(span, key_id, model, method, 200, tail, time.perf_counter() - t0, t0)
-            return JSONResponse(body)
-        return StreamingResponse(
-            self._sse(stream, span, key_id, model, method, req.include_usage, t0),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        deadline.cancel()
+        self._finish(span, key_id, model, method, 200, tail, ttft, t0)
+        return JSONResponse(body)
+
+    def _timeout(self) -> ClientError:
+        limit = self.settings.request_timeout_s
+        return ClientError(
+            f"The request did not finish within serve.request_timeout_s ({limit:g} s) "
+            "and was stopped.",
+            status=504,
+            type_="timeout_error",
+            code="request_timeout",
         )
 
     async def _sse(
         self,
         stream: Any,
+        item: dict[str, Any],
+        deadline: Deadline,
         span: Any,
         key_id: str,
         model: str,
         method: str,
-        include_usage: bool,
+        req: Any,
         t0: float,
     ) -> AsyncIterator[bytes]:
         ttft: float | None = None
-        tail: dict[str, Any] | None = None
+        tail: Tail | None = None
         status = 200
         try:
-            async for item in stream:
-                if "usage" in item and "choices" not in item:
-                    tail = item
-                    if include_usage:
+            while True:
+                if "choices" in item:
+                    if ttft is None and has_text(item):
+                        ttft = time.perf_counter() - t0
+                    yield b"data: " + json.dumps(item, separators=(",", ":")).encode() + b"\n\n"
+                elif "tail" in item:
+                    tail = item["tail"]
+                    if req.include_usage:
                         last = {
-                            "object": _chunk_object(method),
+                            "object": chunk_object(method),
                             "choices": [],
-                            "usage": item["usage"],
+                            "usage": tail["usage"],
                             "model": model,
                         }
                         yield b"data: " + json.dumps(last).encode() + b"\n\n"
-                    continue
-                if ttft is None and _has_text(item):
-                    ttft = time.perf_counter() - t0
-                yield b"data: " + json.dumps(item, separators=(",", ":")).encode() + b"\n\n"
+                elif "error" in item:
+                    status = item["status"]
+                    yield b"data: " + json.dumps({"error": item["error"]}).encode() + b"\n\n"
+                    break
+                try:
+                    item = await deadline.read(stream)
+                except StopAsyncIteration:
+                    break
+            yield b"data: [DONE]\n\n"
+        except TimeoutError:
+            # Headers and chunks are out: the stream itself says why it ends, then ends.
+            status = 504
+            stream.cancel()
+            yield b"data: " + json.dumps(self._timeout().body()).encode() + b"\n\n"
             yield b"data: [DONE]\n\n"
         except BaseException:
             # Client went away (or we are shutting down): stop the engine request now.
@@ -322,6 +329,7 @@ class OpenAIIngress(EngineHost):
             stream.cancel()
             raise
         finally:
+            deadline.cancel()
             self._finish(span, key_id, model, method, status, tail, ttft, t0)
 
     # ---- bookkeeping ---------------------------------------------------------------------
@@ -349,13 +357,13 @@ class OpenAIIngress(EngineHost):
         model: str,
         method: str,
         status: int,
-        tail: dict[str, Any] | None,
+        tail: Tail | None,
         ttft: float | None,
         t0: float,
     ) -> None:
         self.limiter.release(key_id)
         self.metrics.in_flight.labels(model).dec()
-        usage = (tail or {}).get("usage")
+        usage = tail["usage"] if tail else None
         telemetry.set_attributes(
             span,
             {
@@ -364,8 +372,7 @@ class OpenAIIngress(EngineHost):
                 "gen_ai.usage.output_tokens": usage and usage["completion_tokens"],
                 "gen_ai.usage.reasoning_tokens": usage
                 and usage["completion_tokens_details"]["reasoning_tokens"],
-                "gen_ai.response.finish_reasons": tuple((tail or {}).get("finish_reasons") or ())
-                or None,
+                "gen_ai.response.finish_reasons": tuple(tail["finish_reasons"]) if tail else None,
                 "gen_ai.server.time_to_first_token": ttft,
                 "http.response.status_code": status,
             },

@@ -2,8 +2,8 @@
 
 It owns tokenisation and the context check, so the ingress never loads a tokenizer, and it
 turns vLLM outputs into ready-to-send OpenAI chunks, so the ingress only serialises them.
-Client mistakes come back as {"error": ...} items rather than exceptions: an exception would
-cross Ray as a RayTaskError and lose its status code.
+Client mistakes come back as error items rather than exceptions: an exception would cross Ray
+as a RayTaskError and lose its status code. The items are declared in `protocol`.
 """
 
 from __future__ import annotations
@@ -11,44 +11,19 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from r1platform.config import ModelSettings
-from r1platform.serving.protocol import ChatRequest, ClientError, CompletionRequest
+from r1platform.serving.engine_args import engine_args, resolve_model_path
+from r1platform.serving.logprobs import chat_content, completion_logprobs, merge_completion
+from r1platform.serving.protocol import (
+    ChatRequest,
+    ClientError,
+    CompletionRequest,
+    StreamItem,
+    Usage,
+)
 from r1platform.serving.reasoning import ReasoningSplitter, ThinkTags
-
-
-def resolve_model_path(settings: ModelSettings) -> Path:
-    if settings.path is None:
-        from r1platform.models.tiny import ensure_tiny_model
-
-        return ensure_tiny_model()
-    path = Path(settings.path).expanduser()
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"model path {path} is not a HF model directory (no config.json)")
-    return path
-
-
-def engine_args(model_id: str, settings: ModelSettings, path: Path) -> Any:
-    from vllm.engine.arg_utils import AsyncEngineArgs
-
-    return AsyncEngineArgs(
-        model=str(path),
-        served_model_name=[model_id],
-        max_model_len=settings.max_model_len,
-        tensor_parallel_size=settings.tensor_parallel_size,
-        # TP across GPUs inside a Serve replica uses the replica's placement group via Ray.
-        distributed_executor_backend="ray" if settings.tensor_parallel_size > 1 else None,
-        dtype=settings.dtype,
-        gpu_memory_utilization=settings.gpu_memory_utilization,
-        max_num_seqs=settings.max_num_seqs,
-        enforce_eager=settings.enforce_eager,
-        seed=settings.seed,
-        disable_log_stats=True,
-        # Checked against AsyncEngineArgs' fields, and disjoint from the ones set above.
-        **settings.engine_extra,
-    )
 
 
 class R1Engine:
@@ -79,13 +54,19 @@ class R1Engine:
     def completion_prompts(self, req: CompletionRequest) -> list[list[int]]:
         p = req.prompt
         if isinstance(p, str):
-            return [self.tokenizer.encode(p, add_special_tokens=False)]
-        if all(isinstance(x, int) for x in p):
+            prompts = [self.tokenizer.encode(p, add_special_tokens=False)]
+        elif all(isinstance(x, int) for x in p):
             vocab = len(self.tokenizer)
             if any(t < 0 or t >= vocab for t in p):  # type: ignore[operator]
                 raise ClientError(f"prompt: token ids must be in [0, {vocab})", param="prompt")
-            return [list(p)]  # type: ignore[arg-type]
-        return [self.tokenizer.encode(s, add_special_tokens=False) for s in p]  # type: ignore[arg-type]
+            prompts = [list(p)]  # type: ignore[arg-type]
+        else:
+            prompts = [self.tokenizer.encode(s, add_special_tokens=False) for s in p]  # type: ignore[arg-type]
+        for i, ids in enumerate(prompts):
+            if not ids:  # vLLM cannot start from nothing; the text had no token in it
+                where = "prompt" if isinstance(p, str) else f"prompt[{i}]"
+                raise ClientError(f"{where}: the prompt encodes to no tokens", param="prompt")
+        return prompts
 
     def budget(self, prompt_len: int, requested: int | None) -> int:
         room = self.max_model_len - prompt_len
@@ -106,43 +87,70 @@ class R1Engine:
             )
         return requested if requested is not None else room
 
-    def _params(self, req: Any, max_tokens: int, stream: bool) -> Any:
-        from vllm.sampling_params import RequestOutputKind, SamplingParams
+    def _params(self, req: ChatRequest | CompletionRequest, max_tokens: int) -> Any:
+        from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
-        kind = RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY
-        si = self.settings.stream_interval
-        if si == "auto":
-            si = adaptive_stream_interval(self.engine.get_num_unfinished_requests())
-        return SamplingParams(**req.sampling(max_tokens), output_kind=kind, stream_interval=si)
+        if not req.stream:
+            # Non-streamed requests still get two outputs, at the first token and at the end:
+            # the first one times TTFT, and a token-by-token flow would cost per token.
+            si: int | str = max_tokens
+        else:
+            si = self.settings.stream_interval
+            if si == "auto":
+                si = adaptive_stream_interval(self.engine.get_num_unfinished_requests())
+        so = req.structured_output()
+        try:
+            return SamplingParams(
+                **req.sampling(max_tokens),
+                structured_outputs=StructuredOutputsParams(**so) if so else None,
+                output_kind=RequestOutputKind.DELTA,
+                stream_interval=si,
+            )
+        except ValueError as err:  # vLLM's own checks (VLLMValidationError is a ValueError)
+            raise vllm_client_error(err) from None
+
+    async def _start(self, ids: list[int], params: Any, rid: str) -> tuple[AsyncIterator[Any], Any]:
+        """Submit to vLLM and wait for the first output, so that a request vLLM refuses (its
+        validation, a schema the grammar engine cannot compile) is a 400 before any byte."""
+        from vllm.exceptions import VLLMClientError
+
+        outputs = _closing(self.engine.generate({"prompt_token_ids": ids}, params, rid))
+        try:
+            return outputs, await outputs.__anext__()
+        except (VLLMClientError, ValueError) as err:
+            raise vllm_client_error(err) from None
 
     # ---- generation -----------------------------------------------------------------------
-    async def chat(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Yields: a {"meta"} item, then chunks (stream) or one response, then {"usage"}."""
+    async def chat(self, payload: dict[str, Any]) -> AsyncIterator[StreamItem]:
+        """Yields an error item, or: a meta item (at the first token), then chunks (stream) or
+        one response, then a tail item."""
+        rid = f"chatcmpl-{uuid.uuid4().hex}"
         try:
             req = ChatRequest.model_validate(payload)
             ids = self.chat_prompt_ids(req)
-            max_tokens = self.budget(len(ids), req.requested_max_tokens)
+            params = self._params(req, self.budget(len(ids), req.requested_max_tokens))
+            outputs, first = await self._start(ids, params, rid)
         except ClientError as err:
-            yield {"error": err.body(), "status": err.status}
+            yield err.item()
             return
-        rid = f"chatcmpl-{uuid.uuid4().hex}"
-        created = int(time.time())
-        n = req.n
+        yield {"meta": {"id": rid, "prompt_tokens": len(ids)}}
+        n, stream = req.n, req.stream
+        want_lp, top_k = req.logprobs is True, req.top_logprobs or 0
         splitters = [ReasoningSplitter(self.tags) if self.tags else None for _ in range(n)]
         reasoning_tokens = [0] * n
         completion_tokens = [0] * n
         texts_r = [""] * n
         texts_c = [""] * n
+        lps: list[list[dict[str, Any]]] = [[] for _ in range(n)]
         finish: list[str | None] = [None] * n
-        yield {"meta": {"id": rid, "prompt_tokens": len(ids)}}
         base = {
             "id": rid,
             "object": "chat.completion.chunk",
-            "created": created,
+            "created": int(time.time()),
             "model": self.model_id,
         }
-        if req.stream:
-            yield {
+        if stream:
+            yield {  # type: ignore[misc]
                 **base,
                 "choices": [
                     {
@@ -154,9 +162,9 @@ class R1Engine:
                     for i in range(n)
                 ],
             }
-        params = self._params(req, max_tokens, req.stream)
-        outputs = self.engine.generate({"prompt_token_ids": ids}, params, rid)
-        async for out in _closing(outputs):
+
+        def step(out: Any) -> list[dict[str, Any]]:
+            """Account one vLLM output; the stream choices it makes (none when not streaming)."""
             choices = []
             for o in out.outputs:
                 i = o.index
@@ -168,33 +176,41 @@ class R1Engine:
                 reasoning_tokens[i] += nr
                 if o.finish_reason is not None:
                     finish[i] = "length" if o.finish_reason == "length" else "stop"
-                if req.stream:
+                lp = chat_content(o.token_ids, o.logprobs, top_k) if want_lp else None
+                if stream:
                     delta: dict[str, Any] = {}
                     if r:
                         delta["reasoning_content"] = delta["reasoning"] = r
                     if c:
                         delta["content"] = c
-                    if delta or finish[i]:
+                    if delta or lp or o.finish_reason:
                         choices.append(
                             {
                                 "index": i,
                                 "delta": delta,
-                                "logprobs": None,
+                                "logprobs": {"content": lp, "refusal": None} if want_lp else None,
                                 "finish_reason": finish[i] if o.finish_reason else None,
                             }
                         )
                 else:
                     texts_r[i] += r
                     texts_c[i] += c
-            if req.stream and choices:
-                yield {**base, "choices": choices}
+                    if lp:
+                        lps[i].extend(lp)
+            return choices
+
+        choices = step(first)
+        if choices:
+            yield {**base, "choices": choices}  # type: ignore[misc]
+        async for out in outputs:
+            choices = step(out)
+            if choices:
+                yield {**base, "choices": choices}  # type: ignore[misc]
         usage = _usage(len(ids), sum(completion_tokens), sum(reasoning_tokens))
-        if not req.stream:
+        if not stream:
             yield {
-                "id": rid,
+                **base,  # type: ignore[misc]
                 "object": "chat.completion",
-                "created": created,
-                "model": self.model_id,
                 "choices": [
                     {
                         "index": i,
@@ -204,14 +220,14 @@ class R1Engine:
                             "reasoning_content": texts_r[i] or None,
                             "reasoning": texts_r[i] or None,
                         },
-                        "logprobs": None,
+                        "logprobs": {"content": lps[i], "refusal": None} if want_lp else None,
                         "finish_reason": finish[i] or "stop",
                     }
                     for i in range(n)
                 ],
                 "usage": usage,
             }
-        yield {"usage": usage, "finish_reasons": [f or "stop" for f in finish]}
+        yield {"tail": {"usage": usage, "finish_reasons": [f or "stop" for f in finish]}}
 
     def _split(
         self, splitter: ReasoningSplitter | None, text: str, token_ids: Any
@@ -220,58 +236,83 @@ class R1Engine:
             return "", text, 0
         return splitter.feed(text, list(token_ids))
 
-    async def completion(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def completion(self, payload: dict[str, Any]) -> AsyncIterator[StreamItem]:
+        rid = f"cmpl-{uuid.uuid4().hex}"
         try:
             req = CompletionRequest.model_validate(payload)
             prompts = self.completion_prompts(req)
-            budgets = [self.budget(len(p), req.requested_max_tokens) for p in prompts]
+            params = [
+                self._params(req, self.budget(len(p), req.requested_max_tokens)) for p in prompts
+            ]
+            # The first prompt is submitted now so that a refusal is still a clean 400.
+            outputs, first = await self._start(prompts[0], params[0], f"{rid}-0")
         except ClientError as err:
-            yield {"error": err.body(), "status": err.status}
+            yield err.item()
             return
-        rid = f"cmpl-{uuid.uuid4().hex}"
-        created = int(time.time())
         prompt_tokens = sum(len(p) for p in prompts)
         yield {"meta": {"id": rid, "prompt_tokens": prompt_tokens}}
-        base = {"id": rid, "object": "text_completion", "created": created, "model": self.model_id}
-        n = req.n
+        base = {
+            "id": rid,
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": self.model_id,
+        }
+        n, stream, top_k = req.n, req.stream, req.logprobs
         texts = [""] * (n * len(prompts))
+        lps: list[dict[str, Any] | None] = [None] * len(texts)
+        chars = [0] * len(texts)
         finish: list[str | None] = [None] * len(texts)
         completion_tokens = 0
+
+        def step(out: Any, pi: int) -> list[dict[str, Any]]:
+            nonlocal completion_tokens
+            choices = []
+            for o in out.outputs:
+                i = pi * n + o.index
+                completion_tokens += len(o.token_ids)
+                if o.finish_reason is not None:
+                    finish[i] = "length" if o.finish_reason == "length" else "stop"
+                lp = None
+                if top_k is not None:  # offsets count the text generated so far
+                    lp = completion_logprobs(o.token_ids, o.logprobs, top_k, chars[i])
+                    chars[i] += len(o.text)
+                if stream:
+                    choices.append(
+                        {"index": i, "text": o.text, "logprobs": lp, "finish_reason": finish[i]}
+                    )
+                else:
+                    texts[i] += o.text
+                    if lp is not None:
+                        lps[i] = merge_completion(lps[i], lp)
+            return choices
+
         # Prompts of a batch run one after another; the engine still batches across requests.
-        for pi, (ids, budget) in enumerate(zip(prompts, budgets, strict=True)):
-            params = self._params(req, budget, req.stream)
-            outputs = self.engine.generate({"prompt_token_ids": ids}, params, f"{rid}-{pi}")
-            async for out in _closing(outputs):
-                choices = []
-                for o in out.outputs:
-                    i = pi * n + o.index
-                    completion_tokens += len(o.token_ids)
-                    if o.finish_reason is not None:
-                        finish[i] = "length" if o.finish_reason == "length" else "stop"
-                    if req.stream:
-                        choices.append(
-                            {
-                                "index": i,
-                                "text": o.text,
-                                "logprobs": None,
-                                "finish_reason": finish[i],
-                            }
-                        )
-                    else:
-                        texts[i] += o.text
-                if req.stream and choices:
-                    yield {**base, "choices": choices}
+        for pi, (ids, prm) in enumerate(zip(prompts, params, strict=True)):
+            if pi:
+                outputs, first = await self._start(ids, prm, f"{rid}-{pi}")
+            choices = step(first, pi)
+            if stream and choices:
+                yield {**base, "choices": choices}  # type: ignore[misc]
+            async for out in outputs:
+                choices = step(out, pi)
+                if stream and choices:
+                    yield {**base, "choices": choices}  # type: ignore[misc]
         usage = _usage(prompt_tokens, completion_tokens, 0)
-        if not req.stream:
+        if not stream:
             yield {
-                **base,
+                **base,  # type: ignore[misc]
                 "choices": [
-                    {"index": i, "text": t, "logprobs": None, "finish_reason": finish[i] or "stop"}
+                    {
+                        "index": i,
+                        "text": t,
+                        "logprobs": lps[i],
+                        "finish_reason": finish[i] or "stop",
+                    }
                     for i, t in enumerate(texts)
                 ],
                 "usage": usage,
             }
-        yield {"usage": usage, "finish_reasons": [f or "stop" for f in finish]}
+        yield {"tail": {"usage": usage, "finish_reasons": [f or "stop" for f in finish]}}
 
     # ---- health and introspection ---------------------------------------------------------
     async def check_health(self) -> None:
@@ -282,6 +323,15 @@ class R1Engine:
 
     def shutdown(self) -> None:
         self.engine.shutdown()
+
+
+def vllm_client_error(err: Exception) -> ClientError:
+    """A request vLLM refused, as the 400 that names what it refused."""
+    param = getattr(err, "parameter", None)
+    if param == "structured_outputs":
+        param = "response_format"
+    message = str(err.args[0]) if err.args else str(err)
+    return ClientError(f"{param}: {message}" if param else message, param=param)
 
 
 async def _closing(agen: Any) -> AsyncIterator[Any]:
@@ -306,7 +356,7 @@ def adaptive_stream_interval(running: int) -> int:
     return max(1, min(8, (running + 1) // 2))
 
 
-def _usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int) -> dict[str, Any]:
+def _usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int) -> Usage:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,

@@ -1,14 +1,37 @@
-"""OpenAI request models and the OpenAI error shape.
+"""The OpenAI HTTP contract (request models, error shape) and the engine → ingress stream items.
 
-Unknown fields are accepted and ignored, as vLLM's server does, so stock clients that send
-extras (user, logit_bias…) keep working; every field we do honour is type- and range-checked.
+Request fields fall in three groups, and nothing is dropped silently:
+- honoured: declared on the models below, type- and range-checked, passed to vLLM;
+- accepted and ignored: `IGNORED_FIELDS`, which SDKs and frameworks send routinely and which
+  mean nothing for generation here;
+- anything else: a 400 that names the field (a null value counts as not sent).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+# Sent by SDKs and frameworks without carrying any generation meaning on this server.
+IGNORED_FIELDS = (
+    "user",
+    "metadata",
+    "store",
+    "service_tier",
+    "parallel_tool_calls",
+    "prompt_cache_key",
+    "safety_identifier",
+)
+MAX_TOP_LOGPROBS = 20  # vLLM's default max_logprobs, and OpenAI's limit for top_logprobs
+
+
+# ---- errors -----------------------------------------------------------------------------------
+class ErrorBody(TypedDict):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
 
 
 class ClientError(Exception):
@@ -32,8 +55,21 @@ class ClientError(Exception):
             code,
         )
 
+    @classmethod
+    def from_item(cls, item: ErrorItem) -> ClientError:
+        e = item["error"]
+        return cls(
+            e["message"], status=item["status"], param=e["param"], type_=e["type"], code=e["code"]
+        )
+
+    def error(self) -> ErrorBody:
+        return {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+
     def body(self) -> dict[str, Any]:
-        return error_body(self.message, self.type, self.param, self.code)
+        return {"error": self.error()}
+
+    def item(self) -> ErrorItem:
+        return {"error": self.error(), "status": self.status}
 
 
 def error_body(
@@ -42,6 +78,60 @@ def error_body(
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
+# ---- engine → ingress stream items ---------------------------------------------------------
+# Plain dicts at run time (they cross Ray and are serialised as they are); the TypedDicts only
+# name their keys. The ingress tells them apart by key: "error", "meta", "tail", else a chunk.
+class Usage(TypedDict):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    completion_tokens_details: dict[str, int]
+
+
+class Meta(TypedDict):
+    id: str
+    prompt_tokens: int
+
+
+class MetaItem(TypedDict):
+    """The request was accepted and its first token exists; sent before any chunk."""
+
+    meta: Meta
+
+
+class ErrorItem(TypedDict):
+    """The request was refused before generation; `status` is the HTTP status to answer."""
+
+    error: ErrorBody
+    status: int
+
+
+class ChunkItem(TypedDict):
+    """An OpenAI object sent to the client as is: a stream chunk, or the whole response."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[dict[str, Any]]
+    usage: NotRequired[Usage]
+
+
+class Tail(TypedDict):
+    usage: Usage
+    finish_reasons: list[str]
+
+
+class TailItem(TypedDict):
+    """Always last: what the ingress records (metrics, span) once the request is done."""
+
+    tail: Tail
+
+
+StreamItem = MetaItem | ErrorItem | ChunkItem | TailItem
+
+
+# ---- requests --------------------------------------------------------------------------------
 class TextPart(BaseModel):
     type: Literal["text"]
     text: str
@@ -61,20 +151,63 @@ class ChatMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     include_usage: bool = False
+    include_obfuscation: bool | None = None  # ignored: no padding is added to chunks
+
+
+class TextFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"]
+
+
+class JsonObjectFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["json_object"]
+
+
+class JsonSchemaSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None  # the grammar always enforces the schema
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
+
+
+ResponseFormat = Annotated[
+    TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")
+]
 
 
 class _SamplingRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
     model: str
     n: int = Field(1, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
+    stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = None
     seed: int | None = None
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
     stream: bool = False
-    stream_options: StreamOptions | None = None
+    stream_options: StreamOptions | None = None  # only include_usage means anything
+    # IGNORED_FIELDS, declared so they are typed and documented in the OpenAPI schema.
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    parallel_tool_calls: bool | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
 
     @field_validator("stop")
     @classmethod
@@ -83,15 +216,34 @@ class _SamplingRequest(BaseModel):
             raise ValueError("at most 4 stop sequences are allowed")
         return v
 
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias_keys(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        for key in v or ():
+            if not key.isdigit():
+                raise ValueError(f"keys must be token ids (non-negative integers), got {key!r}")
+        return v
+
     def sampling(self, max_tokens: int | None) -> dict[str, Any]:
         """Only what the client set, so engine defaults (generation_config) apply otherwise."""
         out: dict[str, Any] = {"n": self.n, "max_tokens": max_tokens}
-        for name in ("temperature", "top_p", "seed"):
+        for name in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         if self.stop:
             out["stop"] = [self.stop] if isinstance(self.stop, str) else list(self.stop)
+        if self.stop_token_ids:
+            out["stop_token_ids"] = list(self.stop_token_ids)
+        if self.logit_bias:
+            out["logit_bias"] = {int(k): b for k, b in self.logit_bias.items()}
+        if self.num_logprobs is not None:
+            out["logprobs"] = self.num_logprobs
         return out
+
+    @property
+    def num_logprobs(self) -> int | None:
+        """Top alternatives per token for vLLM; None when no logprobs were asked for."""
+        return None
 
     @property
     def include_usage(self) -> bool:
@@ -101,19 +253,43 @@ class _SamplingRequest(BaseModel):
 class ChatRequest(_SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    response_format: ResponseFormat | None = None
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _needs_logprobs(cls, v: int | None, info: Any) -> int | None:
+        if v is not None and not info.data.get("logprobs"):
+            raise ValueError("logprobs must be true when top_logprobs is set")
+        return v
 
     @property
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
+    @property
+    def num_logprobs(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+    def structured_output(self) -> dict[str, Any] | None:
+        """vLLM StructuredOutputsParams fields for response_format, or None for free text."""
+        fmt = self.response_format
+        if isinstance(fmt, JsonObjectFormat):
+            return {"json_object": True}
+        if isinstance(fmt, JsonSchemaFormat):
+            return {"json": fmt.json_schema.schema_}
+        return None
+
 
 class CompletionRequest(_SamplingRequest):
     prompt: str | list[str] | list[int]
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
 
     @field_validator("prompt")
     @classmethod
     def _nonempty(cls, v: str | list[str] | list[int]) -> str | list[str] | list[int]:
-        if isinstance(v, list) and not v:
+        if not v or (isinstance(v, list) and any(s == "" for s in v)):
             raise ValueError("prompt must not be empty")
         return v
 
@@ -121,10 +297,31 @@ class CompletionRequest(_SamplingRequest):
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
 
+    @property
+    def num_logprobs(self) -> int | None:
+        return self.logprobs
+
+    def structured_output(self) -> dict[str, Any] | None:
+        return None
+
+
+REQUEST_MODELS: tuple[type[_SamplingRequest], ...] = (ChatRequest, CompletionRequest)
+_KNOWN = {cls: frozenset(cls.model_fields) for cls in REQUEST_MODELS}
+
 
 def parse_request(model_cls: type[_SamplingRequest], payload: Any, max_n: int) -> Any:
+    """Validate an OpenAI request body. Null-valued unknown fields are removed from `payload` in
+    place (they mean "not set"), so the engine validates exactly what was checked here."""
     if not isinstance(payload, dict):
         raise ClientError("request body must be a JSON object")
+    for name in sorted(payload.keys() - _KNOWN[model_cls]):
+        if payload[name] is not None:
+            raise ClientError(
+                f"{name}: this parameter is not supported by this server",
+                param=name,
+                code="unsupported_parameter",
+            )
+        del payload[name]
     try:
         req = model_cls.model_validate(payload)
     except ValidationError as err:
