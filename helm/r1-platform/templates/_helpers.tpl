@@ -135,8 +135,10 @@ here: API keys reach the pods as R1P_API_KEYS from apiKeys.existingSecret.
 */}}
 {{- define "r1p.settings" -}}
 {{- $gpu := eq .Values.mode "gpu" -}}
-{{- $models := dict -}}
-{{- range $m := .Values.models -}}
+{{- /* Models in values order: the first one is the primary (its engine lives in the ingress),
+       and a dict through toYaml would come out sorted. */ -}}
+models:
+{{- range $m := .Values.models }}
 {{- $min := 1 -}}
 {{- if hasKey $m "minReplicas" -}}{{- $min = int $m.minReplicas -}}{{- end -}}
 {{- $max := int (default (max $min 1) $m.maxReplicas) -}}
@@ -153,18 +155,18 @@ here: API keys reach the pods as R1P_API_KEYS from apiKeys.existingSecret.
 {{- else if $m.gpuMemoryUtilization -}}{{- $_ := set $ms "gpu_memory_utilization" $m.gpuMemoryUtilization -}}{{- end -}}
 {{- with $m.maxNumSeqs -}}{{- $_ := set $ms "max_num_seqs" (int .) -}}{{- end -}}
 {{- if hasKey $m "reasoningParser" -}}{{- $_ := set $ms "reasoning_parser" $m.reasoningParser -}}{{- end -}}
-{{- with $m.engine -}}{{- $_ := set $ms "engine_extra" . -}}{{- end -}}
-{{- $_ := set $models $m.id $ms -}}
-{{- end -}}
-{{- $serve := dict
+{{- with $m.engine -}}{{- $_ := set $ms "engine_extra" . -}}{{- end }}
+  {{ $m.id | quote }}:
+    {{- toYaml $ms | nindent 4 }}
+{{- end }}
+{{ toYaml (dict "serve" (dict
   "host" "0.0.0.0"
   "port" (int .Values.serve.port)
   "max_concurrent_per_key" (int .Values.serve.maxConcurrentPerKey)
   "max_n" (int .Values.serve.maxN)
   "request_timeout_s" .Values.serve.requestTimeoutS
   "placement" (ternary "gpu" "simulated" $gpu)
--}}
-{{- toYaml (dict "models" $models "serve" $serve) -}}
+)) }}
 {{- end -}}
 
 {{/* Serve deployment names `model@<gpu>`: what r1platform.serving.placement names them. */}}

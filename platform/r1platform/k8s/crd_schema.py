@@ -11,7 +11,7 @@ CEL `x-kubernetes-validations` rules are not evaluated.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ def to_json_schema(node: Any) -> Any:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def crd_schemas(crd_dir: Path = CRD_DIR) -> dict[tuple[str, str], dict[str, Any]]:
     """{(apiVersion, kind): JSON schema} for every served version of every CRD in the dir."""
     schemas = {}

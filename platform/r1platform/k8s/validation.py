@@ -50,8 +50,10 @@ def check_raycluster_status(obj: Obj) -> None:
     conds = (obj.get("status") or {}).get("conditions") or []
     true = {c.get("type") for c in conds if c.get("status") == "True"}
     if {"RayClusterSuspending", "RayClusterSuspended"} <= true:
-        fail("invalid RayCluster State: rayv1.RayClusterSuspending and rayv1.RayClusterSuspended "
-             "conditions should not be both true")
+        fail(
+            "invalid RayCluster State: rayv1.RayClusterSuspending and rayv1.RayClusterSuspended "
+            "conditions should not be both true"
+        )
 
 
 def check_raycluster_metadata(meta: Obj) -> None:
@@ -63,8 +65,10 @@ def check_raycluster_upgrade_options(obj: Obj) -> None:
     if kind is None:
         return
     if kind not in ("Recreate", "None"):
-        fail(f"The RayCluster spec is invalid: Spec.UpgradeStrategy.Type value {kind} is invalid, "
-             "valid options are Recreate or None")
+        fail(
+            f"The RayCluster spec is invalid: Spec.UpgradeStrategy.Type value {kind} is invalid, "
+            "valid options are Recreate or None"
+        )
     creator = ((obj.get("metadata") or {}).get("labels") or {}).get(ORIGINATED_FROM_CRD_LABEL)
     if creator in ("RayJob", "RayService"):
         fail(f"upgradeStrategy cannot be set when RayCluster is created by {creator}")
@@ -78,19 +82,26 @@ def check_initializing_timeout(annotations: Obj) -> None:
     if not raw:
         return
     a = INITIALIZING_TIMEOUT_ANNOTATION
+    # Parse outside the failure path: KubeRayValidationError is itself a ValueError.
     try:
-        if syn.parse_go_duration(raw) <= 0:
+        duration: float | None = syn.parse_go_duration(raw)
+    except ValueError:
+        duration = None
+    if duration is not None:
+        if duration <= 0:
             fail(f"annotation {a} must be a positive duration, got: {raw}")
         return
-    except ValueError:
-        pass
     try:
-        if syn.parse_go_int(raw) <= 0:
-            fail(f"annotation {a} must be a positive integer (seconds), got: {raw}")
-        return
+        seconds: int | None = syn.parse_go_int(raw)
     except ValueError:
-        fail(f"annotation {a} has invalid format: {raw}. Expected Go duration format (e.g., "
-             "'5m', '1h') or positive integer seconds")
+        seconds = None
+    if seconds is None:
+        fail(
+            f"annotation {a} has invalid format: {raw}. Expected Go duration format (e.g., "
+            "'5m', '1h') or positive integer seconds"
+        )
+    elif seconds <= 0:
+        fail(f"annotation {a} must be a positive integer (seconds), got: {raw}")
 
 
 def check_rayservice_metadata(meta: Obj) -> None:
@@ -137,11 +148,15 @@ def check_rayservice_spec(obj: Obj, gates: frozenset[str] = DEFAULT_GATES) -> No
         fail(f"{p}spec.rayClusterConfig.headGroupSpec.headService.metadata.name should not be set")
     kind = (spec.get("upgradeStrategy") or {}).get("type")
     if kind is not None and kind not in ("None", "NewCluster", "NewClusterWithIncrementalUpgrade"):
-        fail(f"{p}Spec.UpgradeStrategy.Type value {kind} is invalid, valid options are "
-             "NewClusterWithIncrementalUpgrade, NewCluster, or None")
+        fail(
+            f"{p}Spec.UpgradeStrategy.Type value {kind} is invalid, valid options are "
+            "NewClusterWithIncrementalUpgrade, NewCluster, or None"
+        )
     delay = spec.get("rayClusterDeletionDelaySeconds")
     if delay is not None and delay < 0:
-        fail(f"{p}Spec.RayClusterDeletionDelaySeconds should be a non-negative integer, got {delay}")
+        fail(
+            f"{p}Spec.RayClusterDeletionDelaySeconds should be a non-negative integer, got {delay}"
+        )
     if "RayServiceIncrementalUpgrade" in gates and kind == "NewClusterWithIncrementalUpgrade":
         try:
             check_incremental_upgrade_options(spec)
@@ -155,8 +170,10 @@ def check_rayservice_spec(obj: Obj, gates: frozenset[str] = DEFAULT_GATES) -> No
 def check_rayjob_status(obj: Obj) -> None:
     status = (obj.get("status") or {}).get("jobDeploymentStatus")
     if status == "Waiting" and (obj.get("spec") or {}).get("submissionMode") != "InteractiveMode":
-        fail("The RayJob status is invalid: JobDeploymentStatus cannot be `Waiting` when "
-             "SubmissionMode is not InteractiveMode")
+        fail(
+            "The RayJob status is invalid: JobDeploymentStatus cannot be `Waiting` when "
+            "SubmissionMode is not InteractiveMode"
+        )
 
 
 def check_rayjob_metadata(meta: Obj) -> None:
@@ -179,8 +196,9 @@ def check_rayjob_spec(obj: Obj, gates: frozenset[str] = DEFAULT_GATES) -> None:
     p = "The RayJob spec is invalid: "
     shutdown = spec.get("shutdownAfterJobFinishes") is True
     if spec.get("suspend") is True and not shutdown:
-        fail(f"{p}a RayJob with shutdownAfterJobFinishes set to false is not allowed to be "
-             "suspended")
+        fail(
+            f"{p}a RayJob with shutdownAfterJobFinishes set to false is not allowed to be suspended"
+        )
     if (spec.get("ttlSecondsAfterFinished") or 0) < 0:
         fail(f"{p}TTLSecondsAfterFinished must be a non-negative integer")
     check_deletion_configuration(spec, gates)

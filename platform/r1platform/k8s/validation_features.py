@@ -49,12 +49,16 @@ def check_collector_options(opts: Obj) -> None:
 
     for name in COLLECTOR_MANAGED_ENVS:
         if name in env:
-            fail(f"historyServerOptions.collectorOptions.env must not contain {name}: it is "
-                 "managed by KubeRay and injected automatically into the collector container")
+            fail(
+                f"historyServerOptions.collectorOptions.env must not contain {name}: it is "
+                "managed by KubeRay and injected automatically into the collector container"
+            )
     backend = (env.get("STORAGE_BACKEND") or {}).get("value") or ""
     if not backend:
-        fail("STORAGE_BACKEND environment variable must be set with a literal string value in "
-             "historyServerOptions.collectorOptions.env")
+        fail(
+            "STORAGE_BACKEND environment variable must be set with a literal string value in "
+            "historyServerOptions.collectorOptions.env"
+        )
     backend = backend.upper()
     if backend == "GCS" and not has("GCS_BUCKET"):
         fail("GCS_BUCKET environment variable must be set when STORAGE_BACKEND is GCS")
@@ -63,16 +67,22 @@ def check_collector_options(opts: Obj) -> None:
     if backend == "AZUREBLOB":
         mode = ((env.get("AZURE_STORAGE_AUTH_MODE") or {}).get("value") or "").strip().lower()
         if mode == "connection_string" and not has("AZURE_STORAGE_CONNECTION_STRING"):
-            fail("AZURE_STORAGE_CONNECTION_STRING environment variable must be set when "
-                 "STORAGE_BACKEND is AZUREBLOB and AZURE_STORAGE_AUTH_MODE is connection_string")
+            fail(
+                "AZURE_STORAGE_CONNECTION_STRING environment variable must be set when "
+                "STORAGE_BACKEND is AZUREBLOB and AZURE_STORAGE_AUTH_MODE is connection_string"
+            )
         elif mode in ("workload_identity", "default") and not has("AZURE_STORAGE_ACCOUNT_URL"):
-            fail(f"AZURE_STORAGE_ACCOUNT_URL environment variable must be set when "
-                 f"STORAGE_BACKEND is AZUREBLOB and AZURE_STORAGE_AUTH_MODE is {mode}")
+            fail(
+                f"AZURE_STORAGE_ACCOUNT_URL environment variable must be set when "
+                f"STORAGE_BACKEND is AZUREBLOB and AZURE_STORAGE_AUTH_MODE is {mode}"
+            )
         elif mode not in ("connection_string", "workload_identity", "default") and not (
             has("AZURE_STORAGE_CONNECTION_STRING") or has("AZURE_STORAGE_ACCOUNT_URL")
         ):
-            fail("either AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_URL "
-                 "environment variable must be set when STORAGE_BACKEND is AZUREBLOB")
+            fail(
+                "either AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_URL "
+                "environment variable must be set when STORAGE_BACKEND is AZUREBLOB"
+            )
     if backend == "ALIYUNOSS":
         for name in ("OSS_BUCKET", "OSS_ENDPOINT", "OSS_REGION"):
             if not has(name):
@@ -90,27 +100,34 @@ def check_history_server(spec: Obj, gates: frozenset[str]) -> None:
     check_collector_options(hs["collectorOptions"])
     for c in containers(spec.get("headGroupSpec") or {}):
         if c.get("name") == COLLECTOR_CONTAINER:
-            fail(f"head pod template must not define a container with name "
-                 f"'{COLLECTOR_CONTAINER}' when history server collector options are enabled")
+            fail(
+                f"head pod template must not define a container with name "
+                f"'{COLLECTOR_CONTAINER}' when history server collector options are enabled"
+            )
     for wg in spec.get("workerGroupSpecs") or []:
         for c in containers(wg):
             if c.get("name") == COLLECTOR_CONTAINER:
-                fail(f"worker group {wg.get('groupName')} pod template must not define a "
-                     f"container with name '{COLLECTOR_CONTAINER}' when history server collector "
-                     "options are enabled")
+                fail(
+                    f"worker group {wg.get('groupName')} pod template must not define a "
+                    f"container with name '{COLLECTOR_CONTAINER}' when history server collector "
+                    "options are enabled"
+                )
 
 
 def check_auth(spec: Obj) -> None:
     auth = spec.get("authOptions")
     if not auth_enabled(spec):
         if k8s_auth_enabled(auth):
-            fail("authOptions.enableK8sTokenAuth is enabled but authOptions.mode not set to "
-                 "'token'")
+            fail(
+                "authOptions.enableK8sTokenAuth is enabled but authOptions.mode not set to 'token'"
+            )
         return
     ray_version = spec.get("rayVersion") or ""
     if not ray_version:
-        fail("authOptions.mode is 'token' but RayVersion was not specified. Ray version 2.52.0 "
-             "or later is required")
+        fail(
+            "authOptions.mode is 'token' but RayVersion was not specified. Ray version 2.52.0 "
+            "or later is required"
+        )
     try:
         v = syn.parse_generic_version(ray_version)
     except ValueError as e:
@@ -119,8 +136,10 @@ def check_auth(spec: Obj) -> None:
         fail(f"authOptions.mode is 'token' but minimum Ray version is 2.52.0, got {ray_version}")
     if k8s_auth_enabled(auth):
         if syn.version_less(v, (2, 55, 0)):
-            fail("authOptions.enableK8sTokenAuth is enabled but minimum Ray version is 2.55.0, "
-                 f"got {ray_version}")
+            fail(
+                "authOptions.enableK8sTokenAuth is enabled but minimum Ray version is 2.55.0, "
+                f"got {ray_version}"
+            )
         if auth.get("secretName"):
             fail("authOptions.enableK8sTokenAuth is enabled and authOptions.secretName is also set")
 
@@ -137,11 +156,15 @@ def check_network_policy(spec: Obj, gates: frozenset[str]) -> None:
         if not part:
             return
         if mode == "DenyAllEgress" and part.get("ingressRules"):
-            fail(f'networkPolicy.{where}.ingressRules cannot be set when mode is "{mode}" '
-                 "(ingress is not restricted)")
+            fail(
+                f'networkPolicy.{where}.ingressRules cannot be set when mode is "{mode}" '
+                "(ingress is not restricted)"
+            )
         if mode == "DenyAllIngress" and part.get("egressRules"):
-            fail(f'networkPolicy.{where}.egressRules cannot be set when mode is "{mode}" '
-                 "(egress is not restricted)")
+            fail(
+                f'networkPolicy.{where}.egressRules cannot be set when mode is "{mode}" '
+                "(egress is not restricted)"
+            )
 
     rules("head", np.get("head"))
     rules("worker", np.get("worker"))
@@ -150,32 +173,42 @@ def check_network_policy(spec: Obj, gates: frozenset[str]) -> None:
         name = wg.get("groupName") or ""
         errs = syn.dns1123_label(name)
         if errs:
-            fail(f'worker group name "{name}" must be a valid DNS1123 label when networkPolicy is '
-                 f"enabled (it is embedded in the NetworkPolicy name): {errs}")
+            fail(
+                f'worker group name "{name}" must be a valid DNS1123 label when networkPolicy is '
+                f"enabled (it is embedded in the NetworkPolicy name): {errs}"
+            )
         names.add(name)
     for wg in np.get("workerGroups") or []:
         rules(f'workerGroups["{wg.get("groupName")}"]', wg)
         if wg.get("groupName") not in names:
-            fail(f'networkPolicy.workerGroups["{wg.get("groupName")}"] does not match any group '
-                 "name in workerGroupSpecs")
+            fail(
+                f'networkPolicy.workerGroups["{wg.get("groupName")}"] does not match any group '
+                "name in workerGroupSpecs"
+            )
 
 
 def _check_tls_container(c: Obj, where: str) -> None:
     for name in TLS_ENVS:
         if env_exists(name, env_of(c)):
-            fail(f"cannot set {name} environment variable in {where} when tlsOptions is set - "
-                 "the operator manages TLS configuration automatically")
+            fail(
+                f"cannot set {name} environment variable in {where} when tlsOptions is set - "
+                "the operator manages TLS configuration automatically"
+            )
     _check_tls_mounts(c.get("volumeMounts") or [], where)
 
 
 def _check_tls_mounts(mounts: list[Obj], where: str) -> None:
     for m in mounts:
         if m.get("name") == TLS_VOLUME:
-            fail(f'cannot use volume mount named "{TLS_VOLUME}" in {where} when tlsOptions is set '
-                 "- the operator manages TLS configuration automatically")
+            fail(
+                f'cannot use volume mount named "{TLS_VOLUME}" in {where} when tlsOptions is set '
+                "- the operator manages TLS configuration automatically"
+            )
         if m.get("mountPath") == TLS_MOUNT:
-            fail(f'cannot use volume mount at path "{TLS_MOUNT}" in {where} when tlsOptions is '
-                 "set - the operator manages TLS configuration automatically")
+            fail(
+                f'cannot use volume mount at path "{TLS_MOUNT}" in {where} when tlsOptions is '
+                "set - the operator manages TLS configuration automatically"
+            )
 
 
 def check_tls(spec: Obj, gates: frozenset[str]) -> None:
@@ -194,9 +227,11 @@ def check_tls(spec: Obj, gates: frozenset[str]) -> None:
     if opts is not None:
         for name in TLS_ENVS:
             if env_exists(name, opts.get("env") or []):
-                fail(f"cannot set {name} environment variable in autoscalerOptions.env when "
-                     "tlsOptions is set - the operator manages TLS configuration for the "
-                     "autoscaler automatically")
+                fail(
+                    f"cannot set {name} environment variable in autoscalerOptions.env when "
+                    "tlsOptions is set - the operator manages TLS configuration for the "
+                    "autoscaler automatically"
+                )
         _check_tls_mounts(opts.get("volumeMounts") or [], "autoscalerOptions.volumeMounts")
 
 

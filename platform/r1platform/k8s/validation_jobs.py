@@ -12,8 +12,10 @@ _ORDER = ("DeleteWorkers", "DeleteCluster", "DeleteSelf")
 def check_deletion_configuration(spec: Obj, gates: frozenset[str]) -> None:
     shutdown = spec.get("shutdownAfterJobFinishes") is True
     if not shutdown and (spec.get("ttlSecondsAfterFinished") or 0) > 0:
-        fail(f"{_P}a RayJob with shutdownAfterJobFinishes set to false cannot have "
-             "TTLSecondsAfterFinished")
+        fail(
+            f"{_P}a RayJob with shutdownAfterJobFinishes set to false cannot have "
+            "TTLSecondsAfterFinished"
+        )
     strategy = spec.get("deletionStrategy")
     if strategy is None:
         return
@@ -22,18 +24,24 @@ def check_deletion_configuration(spec: Obj, gates: frozenset[str]) -> None:
     legacy = strategy.get("onSuccess") is not None or strategy.get("onFailure") is not None
     rules = bool(strategy.get("deletionRules"))
     if rules and shutdown:
-        fail(f"{_P}spec.shutdownAfterJobFinishes and spec.deletionStrategy.deletionRules are "
-             "mutually exclusive")
+        fail(
+            f"{_P}spec.shutdownAfterJobFinishes and spec.deletionStrategy.deletionRules are "
+            "mutually exclusive"
+        )
     if rules and legacy:
-        fail(f"{_P}Cannot use both legacy onSuccess/onFailure fields and deletionRules "
-             "simultaneously")
+        fail(
+            f"{_P}Cannot use both legacy onSuccess/onFailure fields and deletionRules "
+            "simultaneously"
+        )
     if legacy:
         check_legacy_deletion_policies(spec)
     elif rules:
         check_deletion_rules(spec)
     else:
-        fail(f"{_P}DeletionStrategy requires either BOTH onSuccess and onFailure, OR the "
-             "deletionRules field (cannot be empty)")
+        fail(
+            f"{_P}DeletionStrategy requires either BOTH onSuccess and onFailure, OR the "
+            "deletionRules field (cannot be empty)"
+        )
 
 
 def check_legacy_deletion_policies(spec: Obj) -> None:
@@ -41,29 +49,40 @@ def check_legacy_deletion_policies(spec: Obj) -> None:
     selector_mode = bool(spec.get("clusterSelector"))
     on_success, on_failure = strategy.get("onSuccess"), strategy.get("onFailure")
     if on_success is None or on_failure is None:
-        fail("both DeletionStrategy.OnSuccess and DeletionStrategy.OnFailure must be set when "
-             "using the legacy deletion policy fields of DeletionStrategy")
+        fail(
+            "both DeletionStrategy.OnSuccess and DeletionStrategy.OnFailure must be set when "
+            "using the legacy deletion policy fields of DeletionStrategy"
+        )
     ok, bad = on_success.get("policy"), on_failure.get("policy")
     if ok is None:
-        fail("the DeletionPolicyType field of DeletionStrategy.OnSuccess cannot be unset when "
-             "DeletionStrategy is enabled")
+        fail(
+            "the DeletionPolicyType field of DeletionStrategy.OnSuccess cannot be unset when "
+            "DeletionStrategy is enabled"
+        )
     if bad is None:
-        fail("the DeletionPolicyType field of DeletionStrategy.OnFailure cannot be unset when "
-             "DeletionStrategy is enabled")
+        fail(
+            "the DeletionPolicyType field of DeletionStrategy.OnFailure cannot be unset when "
+            "DeletionStrategy is enabled"
+        )
     if selector_mode:
         if ok in ("DeleteCluster", "DeleteWorkers"):
             fail(f"the ClusterSelector mode doesn't support DeletionStrategy={ok} on success")
         if bad in ("DeleteCluster", "DeleteWorkers"):
             fail(f"the ClusterSelector mode doesn't support DeletionStrategy={bad} on failure")
     if "DeleteWorkers" in (ok, bad) and autoscaling_enabled(spec.get("rayClusterSpec")):
-        fail("DeletionStrategy=DeleteWorkers currently does not support RayCluster with "
-             "autoscaling enabled")
+        fail(
+            "DeletionStrategy=DeleteWorkers currently does not support RayCluster with "
+            "autoscaling enabled"
+        )
     if spec.get("shutdownAfterJobFinishes") is True and "DeleteNone" in (ok, bad):
         fail(f"{_P}shutdownAfterJobFinshes is set to 'true' while deletion policy is 'DeleteNone'")
 
 
 def check_deletion_condition(cond: Obj) -> str | None:
-    has_job, has_dep = cond.get("jobStatus") is not None, cond.get("jobDeploymentStatus") is not None
+    has_job, has_dep = (
+        cond.get("jobStatus") is not None,
+        cond.get("jobDeploymentStatus") is not None,
+    )
     if has_job and has_dep:
         return "cannot set both JobStatus and JobDeploymentStatus at the same time"
     if not has_job and not has_dep:
@@ -87,12 +106,16 @@ def check_deletion_rules(spec: Obj) -> None:
             errs.append(f"deletionRules[{i}]: {err}")
             continue
         if selector_mode and policy in ("DeleteCluster", "DeleteWorkers"):
-            errs.append(f"deletionRules[{i}]: DeletionPolicyType '{policy}' not supported when "
-                        "ClusterSelector is set")
+            errs.append(
+                f"deletionRules[{i}]: DeletionPolicyType '{policy}' not supported when "
+                "ClusterSelector is set"
+            )
             continue
         if autoscaling and policy == "DeleteWorkers":
-            errs.append(f"deletionRules[{i}]: DeletionPolicyType 'DeleteWorkers' not supported "
-                        "with autoscaling enabled")
+            errs.append(
+                f"deletionRules[{i}]: DeletionPolicyType 'DeleteWorkers' not supported "
+                "with autoscaling enabled"
+            )
             continue
         if cond.get("jobStatus") is not None:
             key = ("JobStatus", cond["jobStatus"])
@@ -100,8 +123,10 @@ def check_deletion_rules(spec: Obj) -> None:
             key = ("JobDeploymentStatus", cond["jobDeploymentStatus"])
         by_policy = grouped.setdefault(key, {})
         if policy in by_policy:
-            errs.append(f"deletionRules[{i}]: duplicate rule for DeletionPolicyType '{policy}' "
-                        f"and {key[0]} '{key[1]}'")
+            errs.append(
+                f"deletionRules[{i}]: duplicate rule for DeletionPolicyType '{policy}' "
+                f"and {key[0]} '{key[1]}'"
+            )
             continue
         by_policy[policy] = cond.get("ttlSeconds") or 0
     for (ctype, cval), ttls in grouped.items():
@@ -117,7 +142,9 @@ def ttl_order_errors(ttls: dict[str, int], ctype: str, cval: str) -> list[str]:
         if policy not in ttls:
             continue
         if prev is not None and ttls[policy] < prev[1]:
-            errs.append(f"for {ctype} '{cval}': {policy} TTL ({ttls[policy]}) must be >= "
-                        f"{prev[0]} TTL ({prev[1]})")
+            errs.append(
+                f"for {ctype} '{cval}': {policy} TTL ({ttls[policy]}) must be >= "
+                f"{prev[0]} TTL ({prev[1]})"
+            )
         prev = (policy, ttls[policy])
     return errs
