@@ -1,4 +1,4 @@
-"""Issue 4 item 7, end to end on the `r1p up` cluster: the pool controller (`r1p control`, a
+"""End to end on the `r1p up` cluster: the pool controller (`r1p control`, a
 separate process exporting its spans over OTLP/HTTP to a receiver in this test) lends an idle
 GPU of the L4 pool to a running GRPO job (`ray job submit -- python jobs/grpo.py`), reclaims it
 with a checkpoint when a burst of chat requests needs more serving replicas, and gives it back

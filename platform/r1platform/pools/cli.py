@@ -144,7 +144,9 @@ def control_cmd(
             why = "is not for --actor" if actor else f"needs {missing}"
             raise _fail(ValueError(f"--kubernetes {why} (see docs/pools.md)"))
         if actor:
-            name = actuators.start_controller_actor(
+            from .controller_actor import describe
+
+            health = actuators.start_controller_actor(
                 pools,
                 workloads,
                 cfg,
@@ -153,7 +155,12 @@ def control_cmd(
                 record_path=decisions_file,
                 dashboard=dashboard,
             )
-            out.print(f"controller actor {name!r} started (interval {cfg.interval_s:g}s)")
+            if health["state"] in ("failed", "dead"):
+                raise _fail(RuntimeError(f"controller actor {describe(health)}"))
+            out.print(
+                f"controller actor {actuators.ACTOR_NAME!r} started (interval {cfg.interval_s:g}s)"
+            )
+            out.print(describe(health))
             return
         fleet_view = None
         if kubernetes:
@@ -173,8 +180,15 @@ def control_cmd(
         elif dry_run or address is None:
             parts = actuators.offline(wl)
             dry = True
+            why = "--dry-run" if dry_run else "no --address given"
+            err.print(
+                f"dry run ({why}): plans from the workloads file's rates, acts on nothing; "
+                "pass --address to control a Ray cluster"
+            )
         else:
-            parts = actuators.live(address, metrics_url, dashboard, cfg.rate_window_s)
+            parts = actuators.live(
+                address, metrics_url, dashboard, cfg.rate_window_s, configured=fleet
+            )
             dry = False
         metrics = None
         if metrics_port is not None:

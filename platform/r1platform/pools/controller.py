@@ -270,10 +270,11 @@ class Controller:
             rec.append(ds, self.record_path)
         if self.metrics is not None:
             replicas = None
-            if obs is not None and planned is not None and not self.dry_run:
+            if obs is not None and planned is not None:
+                # A dry run shows the targets it would have set.
                 replicas = dict(obs.serving_now)
                 for d in ds:
-                    if d.kind == "scale" and d.applied and d.pool:
+                    if d.kind == "scale" and d.error is None and d.pool:
                         replicas[(d.target, d.pool)] = int(d.after)
             err = obs.forecast_error if obs is not None else None
             self.metrics.record(ds, replicas, err)

@@ -141,3 +141,15 @@ def test_control_tuning_errors_name_the_setting(app, tmp_path, monkeypatch):
     r = _run(app, *args, *rec, "--interval", 0)
     assert r.exit_code == 1 and r.stderr.startswith("error: --interval")
     assert "Traceback" not in r.output
+
+
+def test_control_without_address_says_it_is_a_dry_run(app, tmp_path):
+    rec = tmp_path / "d.jsonl"
+    r = _run(app, "control", "-p", POOLS, "-w", WORKLOADS, "--once", "--decisions-file", rec)
+    assert r.exit_code == 0, r.output
+    assert r.stderr.startswith("dry run (no --address given)") and "acts on nothing" in r.stderr
+    assert all(json.loads(ln)["applied"] is False for ln in rec.read_text().splitlines())
+    r = _run(
+        app, "control", "-p", POOLS, "-w", WORKLOADS, "--once", "--dry-run", "--decisions-file", rec
+    )
+    assert r.stderr.startswith("dry run (--dry-run)")
