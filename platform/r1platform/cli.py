@@ -146,6 +146,9 @@ def status() -> None:
     for j in report["jobs"]:
         jobs.add_row(j["id"], j["status"], j["entrypoint"])
     console.print(jobs)
+    from r1platform.pools.controller_actor import describe
+
+    console.print(describe(report.get("controller")))
 
 
 def _register_pools() -> None:

@@ -76,6 +76,14 @@ def status_report(address: str, dashboard_url: str) -> dict:
             jobs.append(
                 {"id": "?", "status": f"unavailable: {type(err).__name__}", "entrypoint": ""}
             )
-        return {"nodes": list(nodes.values()), "apps": apps, "replicas": replicas, "jobs": jobs}
+        from r1platform.pools.controller_actor import controller_health
+
+        return {
+            "nodes": list(nodes.values()),
+            "apps": apps,
+            "replicas": replicas,
+            "jobs": jobs,
+            "controller": controller_health(),  # the `r1p control --actor` loop, if any
+        }
     finally:
         ray.shutdown()
