@@ -1,7 +1,7 @@
 """Regenerate k8s/base and k8s/overlays/{gpu,cpu-dev} from the Helm chart.
 
-    python scripts/render_k8s.py          # rewrite the tree
-    python scripts/render_k8s.py --check  # exit 1 if the committed tree is stale
+python scripts/render_k8s.py          # rewrite the tree
+python scripts/render_k8s.py --check  # exit 1 if the committed tree is stale
 """
 
 from __future__ import annotations

@@ -72,8 +72,11 @@ def dump(obj: Obj) -> str:
 
 
 def kustomization(resources: list[str]) -> str:
-    body = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-            "resources": resources}
+    body = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": resources,
+    }
     return HEADER + yaml.safe_dump(body, sort_keys=False)
 
 
@@ -119,7 +122,8 @@ def stale_files(root: Path = K8S_DIR) -> list[str]:
         if p.is_file()
     }
     missing_or_changed = [
-        rel for rel, text in files.items()
+        rel
+        for rel, text in files.items()
         if not (root / rel).is_file() or (root / rel).read_text() != text
     ]
     return sorted(set(missing_or_changed) | (present - set(files)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,9 @@ from typing import Any
 
 import pytest
 from helm_python.errors import HelmError
-from r1platform.k8s.render import CHART_DIR, render_manifests
+from pydantic import ValidationError
+from r1platform.config import Settings
+from r1platform.k8s.render import CHART_DIR, render_manifests, render_objects, settings_document
 
 BASE: dict[str, Any] = {
     "pools": [
@@ -117,3 +120,21 @@ def test_pipeline_parallel_also_fails_in_the_template(tmp_path: Path) -> None:
 def test_too_long_release_name_fails() -> None:
     with pytest.raises(HelmError, match="at most 47 characters"):
         render_manifests(BASE, release="r" * 48)
+
+
+def test_misspelt_engine_argument_is_refused_by_the_settings_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The schema lets `engine` through as a map; the platform's settings model (the one the
+    pods load) names the misspelt vLLM argument, so the chart test catches it before install."""
+    for var in [v for v in os.environ if v.startswith("R1P_")]:
+        monkeypatch.delenv(var)
+    values = copy.deepcopy(BASE)
+    values["models"][0]["engine"] = {"enable_prefix_cachin": True}
+    doc = settings_document(render_objects(values))
+    with pytest.raises(ValidationError, match="enable_prefix_cachin"):
+        Settings(**doc)
+    values["models"][0]["engine"] = {"enable_prefix_caching": True}
+    assert Settings(**settings_document(render_objects(values))).models["m"].engine_extra == {
+        "enable_prefix_caching": True
+    }

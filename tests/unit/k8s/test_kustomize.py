@@ -8,7 +8,6 @@ import subprocess
 
 import pytest
 import yaml
-
 from r1platform.k8s.kustomize import (
     K8S_DIR,
     OVERLAYS,
@@ -29,7 +28,10 @@ def test_kubectl_kustomize_equals_chart_output(overlay: str) -> None:
     assert kubectl, "kubectl (with its built-in kustomize) is required for this test"
     out = subprocess.run(
         [kubectl, "kustomize", str(K8S_DIR / "overlays" / overlay)],
-        check=True, capture_output=True, text=True, timeout=120,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
     ).stdout
     built = {key(o): o for o in yaml.safe_load_all(out) if o}
     expected = {key(o): o for o in [namespace_object(), *overlay_objects(overlay)]}
