@@ -144,7 +144,7 @@ models:
 {{- $max := int (default (max $min 1) $m.maxReplicas) -}}
 {{- $ms := dict
   "path" $m.path
-  "max_model_len" (int (default 256 $m.maxModelLen))
+  "max_model_len" (int $m.maxModelLen)
   "tensor_parallel_size" (int (default 1 $m.tensorParallelSize))
   "accelerator_type" (first $m.gpuTypes)
   "dtype" (default (ternary "auto" "float32" $gpu) $m.dtype)

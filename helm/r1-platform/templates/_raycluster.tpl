@@ -118,7 +118,8 @@ A100-40G); `pool:<name>` units are the platform's per-pool placement handle.
   replicas: {{ $p.replicas }}
   minReplicas: {{ $p.minReplicas }}
   maxReplicas: {{ $p.maxReplicas }}
-  idleTimeoutSeconds: {{ default $v.autoscaler.idleTimeoutSeconds $p.idleTimeoutSeconds }}
+  {{- /* hasKey, not default: 0 (release idle nodes at once) is a real setting */}}
+  idleTimeoutSeconds: {{ ternary $p.idleTimeoutSeconds $v.autoscaler.idleTimeoutSeconds (hasKey $p "idleTimeoutSeconds") }}
   rayStartParams: {}
   labels:
     ray.io/accelerator-type: {{ $p.gpu | quote }}

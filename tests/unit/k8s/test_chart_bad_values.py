@@ -26,7 +26,7 @@ BASE: dict[str, Any] = {
             "maxReplicas": 2,
         }
     ],
-    "models": [{"id": "m", "gpuTypes": ["L4"]}],
+    "models": [{"id": "m", "gpuTypes": ["L4"], "maxModelLen": 4096}],
 }
 
 
@@ -56,6 +56,10 @@ BAD = {
     "unknown GPU type": (_set("pools.0.gpu", "B300"), "/pools/0/gpu"),
     "unknown GPU in gpuTypes": (_set("models.0.gpuTypes", ["RTX-9090"]), "/models/0/gpuTypes/0"),
     "model with no id": (_drop("models.0.id"), "missing property 'id'"),
+    "model with no context length": (
+        _drop("models.0.maxModelLen"),
+        "missing property 'maxModelLen'",
+    ),
     "model with empty id": (_set("models.0.id", ""), "/models/0/id"),
     "negative replicas": (_set("pools.0.replicas", -1), "/pools/0/replicas"),
     "negative pool minReplicas": (_set("pools.0.minReplicas", -2), "/pools/0/minReplicas"),

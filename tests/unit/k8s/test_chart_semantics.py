@@ -245,3 +245,22 @@ def test_network_policy_closes_ray_ports_keeps_serve_open(case: Rendered) -> Non
     for r in peer_rules:
         if "ports" in r:
             assert {p["port"] for p in r["ports"]} == {8265}
+
+
+def test_zero_idle_timeout_is_kept_not_defaulted() -> None:
+    from r1platform.k8s.render import render_objects
+
+    pool = {
+        "name": "l4",
+        "gpu": "L4",
+        "gpusPerNode": 1,
+        "replicas": 0,
+        "minReplicas": 0,
+        "maxReplicas": 1,
+        "idleTimeoutSeconds": 0,
+    }
+    model = {"id": "m", "gpuTypes": ["L4"], "maxModelLen": 1024}
+    (svc,) = [
+        o for o in render_objects({"pools": [pool], "models": [model]}) if o["kind"] == "RayService"
+    ]
+    assert svc["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["idleTimeoutSeconds"] == 0
