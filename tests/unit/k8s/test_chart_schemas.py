@@ -16,10 +16,10 @@ from .conftest import Rendered
 PROMETHEUS_KINDS = {"PodMonitor"}
 
 
-def test_lint_has_no_errors(case: Rendered) -> None:
-    report = lint(CHART_DIR, case.values, strict=False)
-    errors = [m for m in report["messages"] if m["severity"] >= 3]
-    assert report["errors"] == [] and errors == [], (case.name, report)
+def test_strict_lint_has_no_errors_or_warnings(case: Rendered) -> None:
+    report = lint(CHART_DIR, case.values, strict=True, kube_version="v1.33.0")
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["errors"] == [] and problems == [], (case.name, report)
 
 
 def test_kuberay_objects_match_crd_schema(case: Rendered) -> None:
