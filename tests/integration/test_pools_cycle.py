@@ -173,7 +173,7 @@ class Burst:
 # ------------------------------------------------------------------ the cluster
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    from r1platform.localcluster import free_port, local_env
+    from r1platform.localcluster import free_port, local_env, use_cluster_auth
     from r1platform.models.tiny import ensure_tiny_model
 
     ensure_tiny_model()
@@ -189,6 +189,7 @@ def cluster(tmp_path_factory):
     )  # fmt: skip
     try:
         assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+        use_cluster_auth()  # token auth is on: the Jobs client and `r1p control` present it
         yield {"dir": d, "base": f"http://127.0.0.1:{port}"}
     finally:
         subprocess.run([R1P, "down"], capture_output=True, cwd=ROOT, timeout=120)
