@@ -23,8 +23,6 @@ from r1platform.config import Settings
 from r1platform.contracts.net import free_port
 from r1platform.pools.fleet import Pool, node_labels, node_resources
 
-__all__ = ["free_port"]
-
 RAY_RESERVED_LABEL_PREFIX = "ray.io/"
 
 

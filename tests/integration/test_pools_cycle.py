@@ -173,7 +173,8 @@ class Burst:
 # ------------------------------------------------------------------ the cluster
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    from r1platform.localcluster import free_port, local_env, use_cluster_auth
+    from r1platform.contracts.net import free_port
+    from r1platform.localcluster import local_env, use_cluster_auth
     from r1platform.models.tiny import ensure_tiny_model
 
     ensure_tiny_model()

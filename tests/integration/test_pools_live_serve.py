@@ -17,19 +17,22 @@ pytestmark = pytest.mark.integration
 def live_app(tmp_path_factory):
     import ray
     from r1platform import localcluster
+    from r1platform.contracts.net import free_port
     from r1platform.models.tiny import ensure_tiny_model
+    from r1platform.pools.fleet import Pool, node_resources
     from ray import serve
 
     ensure_tiny_model()
     os.environ["RAY_AUTH_MODE"] = "disabled"  # the REST client below sends no token
-    dash = localcluster.free_port()
+    dash = free_port()
+    l4 = node_resources(Pool(name="l4", gpu="L4", nodes=1, gpus_per_node=4))
     ray.init(address="local", num_cpus=6, include_dashboard=True, dashboard_host="127.0.0.1",
-             dashboard_port=dash, resources={"pool:l4": 4, "accelerator_type:L4": 4})  # fmt: skip
+             dashboard_port=dash, resources=l4)  # fmt: skip
     cfg = tmp_path_factory.mktemp("live") / "settings.yaml"
     cfg.write_text(
         "models:\n  tiny-r1: {pool: l4, autoscaling: {min_replicas: 1, max_replicas: 1}}\n"
     )
-    port = localcluster.free_port()
+    port = free_port()
     dashboard = f"http://127.0.0.1:{dash}"
     localcluster.deploy_serve_app(dashboard, str(cfg), port)
     base = f"http://127.0.0.1:{port}"

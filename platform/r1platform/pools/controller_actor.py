@@ -22,7 +22,6 @@ class ControllerLoop:
         self.state, self.error = "starting", None
         self.args = (pools_text, wl_text, cfg, metrics_url, record_path, dashboard)
         self.ctl = None
-        self.started_at = time.time()
 
     def _build(self):
         import tempfile
