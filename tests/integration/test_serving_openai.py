@@ -5,6 +5,7 @@ engine starts dominate the cost, and sharing them is what a real cluster does to
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 
@@ -16,6 +17,9 @@ from r1platform.contracts.net import free_port
 pytestmark = pytest.mark.integration
 
 KEYS = ["sk-test-alpha", "sk-test-beta"]
+# The "timed" app's serve.request_timeout_s: a forced-long generation (32 samples of 230
+# tokens, end-of-text banned) takes seconds, while its first token comes in tens of ms.
+TIMEOUT_S = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +69,18 @@ def served():
         name="guarded",
         route_prefix="/guarded",
     )
+    timed = settings.serve.model_copy(update={"request_timeout_s": TIMEOUT_S, "max_n": 64})
+    serve.run(
+        OpenAIIngress.options(name="TimedIngress", ray_actor_options={"num_cpus": 0}).bind(
+            engines, timed.model_dump()
+        ),
+        name="timed",
+        route_prefix="/timed",
+    )
+    from transformers import AutoTokenizer
+
     base = f"http://127.0.0.1:{port}"
-    yield {"base": base, "engines": engines}
+    yield {"base": base, "engines": engines, "tok": AutoTokenizer.from_pretrained(model_dir)}
     serve.shutdown()
     ray.shutdown()
 
@@ -354,3 +368,252 @@ def test_one_span_per_request_with_gen_ai_attributes(served, client):
     assert a["gen_ai.usage.input_tokens"] == r.usage.prompt_tokens
     assert a["gen_ai.usage.output_tokens"] == r.usage.completion_tokens
     assert a["gen_ai.server.time_to_first_token"] > 0
+
+
+def _wait_engine_idle(handle, what):
+    deadline = time.monotonic() + 30
+    zeros = 0
+    while zeros < 10:  # ten reads in a row, so every replica behind the handle was asked
+        zeros = zeros + 1 if handle.num_unfinished.remote().result() == 0 else 0
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+# ---- request timeout ----------------------------------------------------------------------
+def _long_chat(served, stream):
+    eos = served["tok"].convert_tokens_to_ids("<|end|>")
+    return chat_args(n=32, max_tokens=230, logit_bias={str(eos): -100}, stream=stream)
+
+
+def test_timeout_before_the_first_byte_is_an_openai_504(served):
+    t = time.monotonic()
+    resp = _post(served, "/timed/v1/chat/completions", _long_chat(served, stream=False))
+    assert time.monotonic() - t < 10
+    _assert_openai_error(resp, 504)
+    err = resp.json()["error"]
+    assert err["code"] == "request_timeout" and "request_timeout_s" in err["message"]
+    _wait_engine_idle(served["engines"]["tiny-r1"], "the timed-out request kept decoding")
+    metrics = httpx.get(served["base"] + "/timed/metrics", timeout=30).text
+    assert 'r1p_requests_total{endpoint="chat",model="tiny-r1",status="504"}' in metrics
+
+
+def test_timeout_mid_stream_ends_with_an_error_event_then_done(served):
+    events = []
+    with httpx.stream(
+        "POST",
+        served["base"] + "/timed/v1/chat/completions",
+        json=_long_chat(served, stream=True),
+        timeout=60,
+    ) as resp:
+        assert resp.status_code == 200, "the stream started before the deadline"
+        events = [line[len("data: ") :] for line in resp.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    error = json.loads(events[-2])["error"]
+    assert error["code"] == "request_timeout" and error["type"] == "timeout_error"
+    chunks = [json.loads(e) for e in events[:-2]]
+    assert chunks and all("choices" in c for c in chunks), "text went out before the timeout"
+    assert not any(c["choices"] and c["choices"][0]["finish_reason"] for c in chunks)
+    _wait_engine_idle(served["engines"]["tiny-r1"], "the timed-out stream kept decoding")
+    # the official client surfaces the in-stream error as an APIError
+    client = openai.OpenAI(base_url=served["base"] + "/timed/v1", api_key="x", max_retries=0)
+    with pytest.raises(openai.APIError, match="request_timeout_s"):
+        for _ in client.chat.completions.create(**_long_chat(served, stream=True)):
+            pass
+
+
+def test_requests_within_the_timeout_are_untouched(served):
+    client = openai.OpenAI(base_url=served["base"] + "/timed/v1", api_key="x", max_retries=0)
+    r = client.chat.completions.create(**chat_args(max_tokens=8))
+    assert r.usage.completion_tokens > 0
+
+
+# ---- OpenAI fields passed through to vLLM ---------------------------------------------------
+def test_chat_logprobs_have_the_openai_shape(client):
+    args = chat_args(max_tokens=10, temperature=0, logprobs=True, top_logprobs=3)
+    r = client.chat.completions.create(**args)
+    content = r.choices[0].logprobs.content
+    assert len(content) == r.usage.completion_tokens == 10
+    text = r.choices[0].message.model_extra["reasoning_content"] + (
+        r.choices[0].message.content or ""
+    )
+    assert "".join(t.token for t in content) == text
+    for t in content:
+        assert t.logprob <= 0 and t.bytes == list(t.token.encode())
+        assert len(t.top_logprobs) == 3
+        lps = [a.logprob for a in t.top_logprobs]
+        assert lps == sorted(lps, reverse=True)
+        assert t.top_logprobs[0].token == t.token, "greedy picks the most likely token"
+    streamed = [
+        t
+        for chunk in client.chat.completions.create(**args, stream=True)
+        for c in chunk.choices
+        if c.logprobs and c.logprobs.content
+        for t in c.logprobs.content
+    ]
+    assert [(t.token, round(t.logprob, 4)) for t in streamed] == [
+        (t.token, round(t.logprob, 4)) for t in content
+    ]
+    plain = client.chat.completions.create(**chat_args(max_tokens=5))
+    assert plain.choices[0].logprobs is None
+
+
+def test_completion_logprobs_have_the_legacy_shape(client):
+    prompt = "<|user|>3+4<|end|><|assistant|><think>"
+    r = client.completions.create(
+        model="tiny-r1", prompt=prompt, max_tokens=8, temperature=0, logprobs=2
+    )
+    lp = r.choices[0].logprobs
+    assert "".join(lp.tokens) == r.choices[0].text and len(lp.token_logprobs) == 8
+    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(8)]
+    for tok, top in zip(lp.tokens, lp.top_logprobs, strict=True):
+        assert tok in top and 2 <= len(top) <= 3
+    streamed = [
+        t
+        for chunk in client.completions.create(
+            model="tiny-r1", prompt=prompt, max_tokens=8, temperature=0, logprobs=2, stream=True
+        )
+        for c in chunk.choices
+        if c.logprobs
+        for t in c.logprobs.tokens
+    ]
+    assert streamed == lp.tokens
+
+
+def test_penalties_change_greedy_output(client):
+    def reasoning(**kw):
+        r = client.chat.completions.create(**chat_args(max_tokens=40, temperature=0, **kw))
+        return r.choices[0].message.model_extra["reasoning_content"]
+
+    base = reasoning()
+    assert reasoning(frequency_penalty=2.0) != base
+    assert reasoning(presence_penalty=2.0) != base
+    assert reasoning(frequency_penalty=0.0, presence_penalty=0.0) == base
+
+
+def test_stop_token_ids_and_logit_bias_steer_generation(served, client):
+    tok = served["tok"]
+    base = client.chat.completions.create(**chat_args(temperature=0)).choices[0]
+    text = base.message.model_extra["reasoning_content"]
+    cut = text.index(":")  # the model writes "12+35: ones ..."
+    stopped = client.chat.completions.create(
+        **chat_args(temperature=0, stop_token_ids=[tok.convert_tokens_to_ids(":")])
+    ).choices[0]
+    assert stopped.finish_reason == "stop"
+    assert stopped.message.model_extra["reasoning_content"] == text[: cut + 1]
+    seven = str(tok.convert_tokens_to_ids("7"))
+    forced = client.chat.completions.create(
+        **chat_args(max_tokens=5, logit_bias={seven: 100})
+    ).choices[0]
+    assert forced.message.model_extra["reasoning_content"] == "77777"
+    eos = str(tok.convert_tokens_to_ids("<|end|>"))
+    endless = client.chat.completions.create(
+        **chat_args(temperature=0, max_tokens=120, logit_bias={eos: -100})
+    )
+    assert base.finish_reason == "stop" and endless.choices[0].finish_reason == "length"
+    assert endless.usage.completion_tokens == 120
+
+
+def test_response_format_json_schema_constrains_the_answer(client):
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "integer"}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
+    r = client.chat.completions.create(
+        **chat_args(max_tokens=200, temperature=0),
+        response_format={"type": "json_schema", "json_schema": {"name": "sum", "schema": schema}},
+    )
+    msg = r.choices[0].message
+    assert msg.model_extra["reasoning_content"], "the think section stays free text"
+    parsed = json.loads(msg.content)
+    assert set(parsed) == {"answer"} and isinstance(parsed["answer"], int)
+    obj = client.chat.completions.create(
+        **chat_args(max_tokens=200, temperature=0), response_format={"type": "json_object"}
+    )
+    assert isinstance(json.loads(obj.choices[0].message.content), dict)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(
+            **chat_args(max_tokens=20),
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "s", "schema": {"type": "array", "uniqueItems": True}},
+            },
+        )
+    assert e.value.body["param"] == "response_format"
+
+
+def test_vllm_refusals_are_400s_that_name_the_parameter(served, client):
+    vocab = len(served["tok"])
+    for kw, param in (
+        ({"stop_token_ids": [vocab + 1000]}, "stop_token_ids"),
+        ({"logit_bias": {str(vocab + 1000): 1}}, "logit_bias"),
+    ):
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(**chat_args(max_tokens=5, **kw))
+        assert e.value.body["param"] == param
+    with pytest.raises(openai.BadRequestError, match="greedy"):
+        client.chat.completions.create(**chat_args(max_tokens=5, n=2, temperature=0))
+
+
+# ---- ignored and refused fields ------------------------------------------------------------
+def test_fields_sdks_send_routinely_are_accepted(client):
+    r = client.chat.completions.create(
+        **chat_args(max_tokens=5),
+        user="u-42",
+        metadata={"team": "r1"},
+        store=False,
+        service_tier="auto",
+        parallel_tool_calls=False,
+        extra_body={"prompt_cache_key": "k", "safety_identifier": "s"},
+    )
+    assert r.usage.completion_tokens > 0
+    c = client.completions.create(model="tiny-r1", prompt="1+1", max_tokens=3, user="u-42")
+    assert c.usage.completion_tokens > 0
+
+
+def test_unsupported_fields_get_a_400_that_names_them(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(
+            **chat_args(max_tokens=5),
+            tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
+        )
+    assert e.value.body["param"] == "tools" and "tools" in e.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(
+            **chat_args(max_tokens=5), modalities=["text", "audio"], audio={"voice": "alloy"}
+        )
+    assert e.value.body["param"] == "audio"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="tiny-r1", prompt="1+1", max_tokens=3, echo=True)
+    assert e.value.body["param"] == "echo"
+
+
+@pytest.mark.parametrize("prompt", ["", "\u20ac", ["1+1", ""]])
+def test_empty_or_untokenizable_prompt_is_a_400(served, prompt):
+    resp = _post(served, "/v1/completions", {"model": "tiny-r1", "prompt": prompt})
+    _assert_openai_error(resp, 400, "prompt")
+
+
+# ---- latency and schema --------------------------------------------------------------------
+def test_non_streaming_time_to_first_token_is_the_first_token(served, client):
+    eos = str(served["tok"].convert_tokens_to_ids("<|end|>"))
+    t = time.perf_counter()
+    r = client.chat.completions.create(**chat_args(n=8, max_tokens=200, logit_bias={eos: -100}))
+    wall = time.perf_counter() - t
+    spans = _ingress(served).debug_spans.remote().result()
+    (span,) = [s for s in spans if s["attributes"].get("gen_ai.response.id") == r.id]
+    ttft = span["attributes"]["gen_ai.server.time_to_first_token"]
+    assert 0 < ttft < wall / 2, (ttft, wall)
+
+
+def test_openapi_documents_the_request_bodies(served):
+    doc = httpx.get(served["base"] + "/openapi.json", timeout=30).json()
+    schemas = doc["components"]["schemas"]
+    for path, model, field in (
+        ("/v1/chat/completions", "ChatRequest", "messages"),
+        ("/v1/completions", "CompletionRequest", "prompt"),
+    ):
+        body = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        assert body["schema"] == {"$ref": f"#/components/schemas/{model}"}
+        assert field in schemas[model]["properties"] and "model" in schemas[model]["required"]

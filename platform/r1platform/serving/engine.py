@@ -22,6 +22,7 @@ from r1platform.serving.protocol import (
     CompletionRequest,
     StreamItem,
     Usage,
+    parse_request,
 )
 from r1platform.serving.reasoning import ReasoningSplitter, ThinkTags
 
@@ -88,6 +89,7 @@ class R1Engine:
         return requested if requested is not None else room
 
     def _params(self, req: ChatRequest | CompletionRequest, max_tokens: int) -> Any:
+        from vllm.exceptions import VLLMClientError
         from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
         if not req.stream:
@@ -106,7 +108,7 @@ class R1Engine:
                 output_kind=RequestOutputKind.DELTA,
                 stream_interval=si,
             )
-        except ValueError as err:  # vLLM's own checks (VLLMValidationError is a ValueError)
+        except (VLLMClientError, ValueError) as err:  # vLLM's own checks
             raise vllm_client_error(err) from None
 
     async def _start(self, ids: list[int], params: Any, rid: str) -> tuple[AsyncIterator[Any], Any]:
@@ -118,7 +120,9 @@ class R1Engine:
         try:
             return outputs, await outputs.__anext__()
         except (VLLMClientError, ValueError) as err:
-            raise vllm_client_error(err) from None
+            # vLLM names most parameters; a grammar it cannot build comes without one.
+            default = "response_format" if params.structured_outputs is not None else None
+            raise vllm_client_error(err, default) from None
 
     # ---- generation -----------------------------------------------------------------------
     async def chat(self, payload: dict[str, Any]) -> AsyncIterator[StreamItem]:
@@ -126,7 +130,7 @@ class R1Engine:
         one response, then a tail item."""
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         try:
-            req = ChatRequest.model_validate(payload)
+            req = parse_request(ChatRequest, payload)
             ids = self.chat_prompt_ids(req)
             params = self._params(req, self.budget(len(ids), req.requested_max_tokens))
             outputs, first = await self._start(ids, params, rid)
@@ -239,7 +243,7 @@ class R1Engine:
     async def completion(self, payload: dict[str, Any]) -> AsyncIterator[StreamItem]:
         rid = f"cmpl-{uuid.uuid4().hex}"
         try:
-            req = CompletionRequest.model_validate(payload)
+            req = parse_request(CompletionRequest, payload)
             prompts = self.completion_prompts(req)
             params = [
                 self._params(req, self.budget(len(p), req.requested_max_tokens)) for p in prompts
@@ -325,9 +329,9 @@ class R1Engine:
         self.engine.shutdown()
 
 
-def vllm_client_error(err: Exception) -> ClientError:
+def vllm_client_error(err: Exception, default_param: str | None = None) -> ClientError:
     """A request vLLM refused, as the 400 that names what it refused."""
-    param = getattr(err, "parameter", None)
+    param = getattr(err, "parameter", None) or default_param
     if param == "structured_outputs":
         param = "response_format"
     message = str(err.args[0]) if err.args else str(err)

@@ -309,9 +309,10 @@ REQUEST_MODELS: tuple[type[_SamplingRequest], ...] = (ChatRequest, CompletionReq
 _KNOWN = {cls: frozenset(cls.model_fields) for cls in REQUEST_MODELS}
 
 
-def parse_request(model_cls: type[_SamplingRequest], payload: Any, max_n: int) -> Any:
-    """Validate an OpenAI request body. Null-valued unknown fields are removed from `payload` in
-    place (they mean "not set"), so the engine validates exactly what was checked here."""
+def parse_request(model_cls: type[_SamplingRequest], payload: Any, max_n: int | None = None) -> Any:
+    """Validate an OpenAI request body (`max_n`: the ingress's limit on n, if any). Null-valued
+    unknown fields are removed from `payload` in place (they mean "not set"), so the engine
+    validates exactly what the ingress checked."""
     if not isinstance(payload, dict):
         raise ClientError("request body must be a JSON object")
     for name in sorted(payload.keys() - _KNOWN[model_cls]):
@@ -328,6 +329,6 @@ def parse_request(model_cls: type[_SamplingRequest], payload: Any, max_n: int) -
         first = err.errors()[0]
         param = ".".join(str(p) for p in first["loc"]) or None
         raise ClientError(f"{param}: {first['msg']}", param=param) from None
-    if req.n > max_n:
+    if max_n is not None and req.n > max_n:
         raise ClientError(f"n: must be between 1 and {max_n}", param="n")
     return req
