@@ -99,3 +99,27 @@ def test_driver_ray_logs_go_to_the_file_unless_verbose(tmp_path):
     c.detach()
     assert "Started a local Ray instance" in (tmp_path / "job.log").read_text()
     assert [(h, h.level) for h in ray_logger.handlers] == before  # put back as found
+
+
+def test_a_terminal_gets_one_progress_bar(tmp_path, capsys):
+    buf = io.StringIO()
+    term = Console(file=buf, width=160, force_terminal=True, highlight=False)
+    for step in (1, 2):  # what rank 0 writes (in its own process, before the bar exists here)
+        jc.report_step({"step": step, "reward_mean": 0.5, "accuracy": 0.25, "step_s": 2.0})
+    jc.report_step({"step": 3, "reward_mean": 0.75, "eval_accuracy": 0.5, "step_s": 2.0})
+    marked = capsys.readouterr().out.splitlines()
+    c = jc.JobConsole(tmp_path / "job.log", 3, console=term)
+    c.attach()
+    try:
+        assert c._progress is not None
+        c.handle(_batch(*marked))
+        task = c._progress.tasks[0]
+        assert task.completed == 3 and task.total == 3
+        assert "reward=0.750" in task.fields["stats"]
+    finally:
+        c.detach()
+    from rich.text import Text
+
+    shown = Text.from_ansi(buf.getvalue()).plain
+    assert "grpo step 3/3" in shown and "eval=0.500" in shown  # eval points stay on screen
+    assert "grpo step 1/3" not in shown  # plain steps only move the bar
