@@ -248,12 +248,13 @@ class OpenAIIngress(EngineHost):
                     media_type="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
                 )
-            while tail is None:
-                item = await deadline.read(stream)
+            while True:
                 if "choices" in item:
                     body = item
                 elif "tail" in item:
                     tail = item["tail"]
+                    break
+                item = await deadline.read(stream)
         except TimeoutError:
             stream.cancel()
             self._finish(span, key_id, model, method, 504, None, None, t0)
