@@ -32,7 +32,7 @@ from . import decisions as rec
 from .control_config import ControllerConfig
 from .cycle import Observation, Planned, plan_avoiding_reclaim, plan_request, settle_in_flight
 from .decide import Action, decide, serving_cost
-from .demand import Memory, forecast_error, target_rates
+from .demand import Memory, forecast_error
 from .errors import InfeasibleError, PoolsError
 from .fleet import Fleet
 from .plan_model import Plan
@@ -40,29 +40,12 @@ from .planner import plan_one_layout
 from .prom import ControllerMetrics
 from .protocols import (
     CapacityActuator,
-    DeploymentLoad,
     FleetSource,
     LoadSource,
     ServeActuator,
     TrainingActuator,
 )
 from .workloads import Workloads
-
-# Re-exported: callers written against the controller module keep working.
-__all__ = [
-    "Action",
-    "CapacityActuator",
-    "Controller",
-    "ControllerConfig",
-    "DeploymentLoad",
-    "LoadSource",
-    "Memory",
-    "Observation",
-    "ServeActuator",
-    "TrainingActuator",
-    "decide",
-    "target_rates",
-]
 
 TRACER = "r1platform.pools"
 Pair = tuple[str, str]

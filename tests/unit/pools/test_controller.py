@@ -8,14 +8,11 @@ import pytest
 from r1platform.pools import decisions as rec
 from r1platform.pools.actuators import MemoryCapacity, MemoryServe, MemoryTraining
 from r1platform.pools.catalog import load_catalog
-from r1platform.pools.controller import (
-    Controller,
-    ControllerConfig,
-    DeploymentLoad,
-    Memory,
-    target_rates,
-)
+from r1platform.pools.control_config import ControllerConfig
+from r1platform.pools.controller import Controller
+from r1platform.pools.demand import Memory, target_rates
 from r1platform.pools.fleet import Fleet, Pool
+from r1platform.pools.protocols import DeploymentLoad
 from r1platform.pools.workloads import GpuRange, ServingWorkload, SloSpec, TrainingJob, Workloads
 from r1platform.telemetry import in_memory_exporter
 
