@@ -35,10 +35,9 @@ class Deadline:
     response (the handler, then the streaming body), so the task is taken at each read.
     """
 
-    __slots__ = ("_handle", "_reading", "_task", "expired", "seconds")
+    __slots__ = ("_handle", "_reading", "_task", "expired")
 
     def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
         self.expired = False
         self._reading = False
         self._task: asyncio.Task[Any] | None = None
