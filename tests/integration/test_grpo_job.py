@@ -44,9 +44,50 @@ def _metrics(out: Path) -> list[dict]:
     return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+def _run_cli(tmp: Path, console_log: Path, **kw) -> dict:
+    """`python jobs/grpo.py` as a user runs it, joining this module's cluster, with its
+    stdout and stderr piped to `console_log`; returns the job's result line."""
+    import ray
+    from r1platform.training.job import RESULT_MARKER
+
+    flags = [f"--{k}={v}" for k, v in {**FAST, **kw}.items()]
+    address = ray.get_runtime_context().gcs_address
+    with console_log.open("w") as out:
+        proc = subprocess.run(
+            [sys.executable, "jobs/grpo.py", f"--output_dir={tmp}", f"--ray_address={address}",
+             *flags],
+            stdout=out, stderr=subprocess.STDOUT, cwd=REPO, timeout=600,
+        )  # fmt: skip
+    text = console_log.read_text()
+    results = [ln.split(RESULT_MARKER, 1)[1] for ln in text.splitlines() if RESULT_MARKER in ln]
+    assert proc.returncode == 0 and results, text[-3000:]
+    return json.loads(results[-1])
+
+
+def _assert_console_tells_a_story(text: str, steps: int, out_dir: Path) -> None:
+    import re
+
+    lines = text.splitlines()
+    assert len(lines) <= 150, f"{len(lines)} console lines"
+    vllm_info = re.compile(r"\bINFO \d\d-\d\d \d\d:\d\d:\d\d")  # vLLM's log format
+    assert not [ln for ln in lines if vllm_info.search(ln)], "vLLM INFO line on the console"
+    assert "Dataset train_" not in text, "Ray Data progress on the console"
+    worker_line = re.compile(r"\((\w+ )?pid=\d+\)")  # Ray's prefix for a worker's output
+    assert not [ln for ln in lines if worker_line.search(ln)], "worker output on the console"
+    for step in range(steps + 1):  # one plain line per step (not a TTY) ...
+        assert sum(f"grpo step {step}/{steps} " in ln for ln in lines) == 1, step
+    assert "held-out greedy accuracy" in text  # ... and the before/after table
+    # The framework logs are not lost: they are in the file the console names.
+    log = out_dir / "job.log"
+    assert str(log) in text and vllm_info.search(log.read_text())
+
+
 def test_train_briefly_then_final_checkpoint_serves_in_vllm(ray_local, tmp_path: Path):
-    res = _run(tmp_path, max_steps=3, eval_every=2, save_every=2)
+    # Run as a user runs it (the CLI, piped to a file), so its console is checked too.
+    console_log = tmp_path / "console.txt"
+    res = _run_cli(tmp_path, console_log, max_steps=3, eval_every=2, save_every=2)
     assert res["status"] == "SUCCEEDED", res
+    _assert_console_tells_a_story(console_log.read_text(), 3, tmp_path)
     rows = _metrics(tmp_path)
     assert [r["step"] for r in rows] == [0, 1, 2, 3]
     assert "eval_accuracy" in rows[0] and "eval_accuracy" in rows[2] and "eval_accuracy" in rows[3]

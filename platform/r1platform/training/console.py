@@ -192,7 +192,11 @@ def print_summary(summary: dict[str, Any], console: Any = None) -> None:
             "train reward (step mean)", f"{rewards_seen[0]:.3f}", f"{rewards_seen[-1]:.3f}"
         )
     console.print(table)
-    console.print(f"checkpoint: {summary.get('checkpoint')}  (wall time {summary.get('wall_s')} s)")
+    # A path must stay one piece to be copied: no wrapping at the console width.
+    console.print(
+        f"checkpoint: {summary.get('checkpoint')}  (wall time {summary.get('wall_s')} s)",
+        soft_wrap=True,
+    )
 
 
 def _records(path: Path) -> list[dict[str, Any]]:

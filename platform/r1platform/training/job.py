@@ -141,6 +141,9 @@ def run(s: GRPOSettings) -> dict[str, Any]:
     prep.output_dir.mkdir(parents=True, exist_ok=True)
     console = JobConsole(prep.output_dir / LOG_FILE, s.max_steps, verbose=s.verbose)
     console.attach()  # before ray.init, so its own driver log lines go to the file too
+    import ray
+
+    owns_ray = not ray.is_initialized()
     try:
         _ensure_ray(s.ray_address)
         console.take_ray_stream()  # ray.init registered its printer: replace it
@@ -149,6 +152,10 @@ def run(s: GRPOSettings) -> dict[str, Any]:
         _show_tail(console)
         raise
     finally:
+        if owns_ray and ray.is_initialized():
+            # The job is over: disconnect while the console still sends the actors' late
+            # shutdown lines to job.log, so none reach the terminal after the result.
+            ray.shutdown()
         console.detach()
     if summary["status"] != "SUCCEEDED":
         _show_tail(console)
