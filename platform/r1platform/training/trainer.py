@@ -51,6 +51,7 @@ def train_loop(config: dict[str, Any]) -> None:
     funcs = rewards.load_reward_funcs(s.reward_specs())
     pids = dist.allgather(os.getpid(), world)  # collective: before rank 0 goes its own way
     lead = Lead(config, s, w, pids) if rank == 0 else None  # rank 0's outputs
+    t_start = time.perf_counter()  # time_limit_s counts from here, the first push included
 
     def draw() -> list[int]:
         return w.cursor.take_slice(s.prompts_per_step, rank, world)
@@ -66,7 +67,6 @@ def train_loop(config: dict[str, Any]) -> None:
     elif lead:
         note(f"grpo resumed at step {w.step} (weights version {w.updates})")
 
-    t_start = time.perf_counter()
     while w.step < s.max_steps:
         t0 = time.perf_counter()
         w.step += 1
