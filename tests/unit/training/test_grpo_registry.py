@@ -119,3 +119,11 @@ def test_kl_penalty_estimators_by_hand():
     assert float(grpo.kl_penalty(logp, ref)) == pytest.approx(math.exp(d) - d - 1)
     with pytest.raises(ValueError, match="kl kind"):
         grpo.kl_penalty(logp, ref, "k9")
+
+
+def test_the_policy_loss_setting_offers_exactly_the_registered_losses():
+    import typing
+
+    from r1platform.training.settings import PolicyLoss
+
+    assert set(typing.get_args(PolicyLoss)) == set(grpo.POLICY_LOSSES)
