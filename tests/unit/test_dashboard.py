@@ -128,6 +128,7 @@ def dashboard() -> dict:
         ("max_over_time(x:rate5m[1h:5m]) * 1e3 - inf", {"x:rate5m"}),
         ("sum(increase(y_total[$__range])) / count(up)", {"y_total", "up"}),
         ('label_replace(z, "dst", "$1", "src", "(.*)")', {"z"}),
+        ("sum(rate(a_bucket[5m])) by (le) > on() group_right() topk(3, b)", {"a_bucket", "b"}),
     ],
 )
 def test_tokenizer_extracts_only_metric_names(expr, names):
