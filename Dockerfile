@@ -23,12 +23,15 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 # Every distribution pinned; the lock is resolved for this exact target by docker/lock.py.
 # Wheels only, so no sdist runs arbitrary build code here.
+# /tmp/src is made here, by the build user: pip builds the project inside its source tree,
+# and a directory that COPY creates may be root's.
 COPY docker/requirements-gpu.lock /tmp/requirements.lock
-RUN pip install --no-cache-dir --only-binary=:all: -r /tmp/requirements.lock
+RUN pip install --no-cache-dir --only-binary=:all: -r /tmp/requirements.lock \
+    && mkdir /tmp/src
 
 # The project itself: its dependencies are all in the lock, and its build backend
 # (setuptools) is pinned there too, hence no build isolation (which would fetch an unpinned
-# setuptools). pip builds in the source tree, so the tree is the build user's and is removed.
+# setuptools). The source tree is removed once installed.
 COPY --chown=1000:100 pyproject.toml README.md /tmp/src/
 COPY --chown=1000:100 platform /tmp/src/platform
 COPY --chown=1000:100 serve_apps /tmp/src/serve_apps
