@@ -102,6 +102,16 @@ Value checks the schema cannot express (cross-field), each naming the field it r
 {{- if not (hasKey $gpus $first) -}}
 {{- fail (printf "models[%d].gpuTypes[0]: no pool has GPU %q, so the model could never be placed" $i $first) -}}
 {{- end -}}
+{{- $same := list -}}
+{{- range $.Values.pools -}}{{- if eq .gpu $first -}}{{- $same = append $same .name -}}{{- end -}}{{- end -}}
+{{- if $m.pool -}}
+{{- if not (has $m.pool $same) -}}
+{{- fail (printf "models[%d].pool: %q is not a pool with GPU %s (gpuTypes[0]); pools with it: %s" $i $m.pool $first (join ", " $same)) -}}
+{{- end -}}
+{{- else if gt (len $same) 1 -}}
+{{- /* The controller resolves model@<gpu> only when one pool has that GPU. */ -}}
+{{- fail (printf "models[%d].pool: %d pools have GPU %s (%s); set pool to the one the model starts on" $i (len $same) $first (join ", " $same)) -}}
+{{- end -}}
 {{- if gt (int (default 1 $m.tensorParallelSize)) 1 -}}
 {{- $fits := false -}}
 {{- range $.Values.pools -}}
@@ -153,6 +163,7 @@ models:
 -}}
 {{- if $gpu -}}{{- $_ := set $ms "gpu_memory_utilization" (default 0.9 $m.gpuMemoryUtilization) -}}
 {{- else if $m.gpuMemoryUtilization -}}{{- $_ := set $ms "gpu_memory_utilization" $m.gpuMemoryUtilization -}}{{- end -}}
+{{- with $m.pool -}}{{- $_ := set $ms "pool" . -}}{{- end -}}
 {{- with $m.maxNumSeqs -}}{{- $_ := set $ms "max_num_seqs" (int .) -}}{{- end -}}
 {{- if hasKey $m "reasoningParser" -}}{{- $_ := set $ms "reasoning_parser" $m.reasoningParser -}}{{- end -}}
 {{- with $m.engine -}}{{- $_ := set $ms "engine_extra" . -}}{{- end }}
@@ -169,10 +180,10 @@ models:
 )) }}
 {{- end -}}
 
-{{/* Serve deployment names `model@<gpu>`: what r1platform.serving.placement names them. */}}
+{{/* Serve deployment names `model@<pool or gpu>`: what r1platform.serving.placement names them. */}}
 {{- define "r1p.deploymentNames" -}}
 {{- range .Values.models }}
-- name: {{ printf "%s@%s" .id (first .gpuTypes) | quote }}
+- name: {{ printf "%s@%s" .id (.pool | default (first .gpuTypes)) | quote }}
 {{- end -}}
 {{- end -}}
 

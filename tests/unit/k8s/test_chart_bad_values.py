@@ -82,6 +82,11 @@ BAD = {
         "models[0].tensorParallelSize",
     ),
     "model on a GPU no pool has": (_set("models.0.gpuTypes", ["H100"]), "models[0].gpuTypes[0]"),
+    "two pools of the model's GPU and no pool named": (
+        lambda v: v["pools"].append({**v["pools"][0], "name": "l4b"}),
+        "models[0].pool: 2 pools have GPU L4 (l4, l4b)",
+    ),
+    "model pinned to a pool of another GPU": (_set("models.0.pool", "h100"), "models[0].pool"),
     "duplicate pool name": (lambda v: v["pools"].append(dict(v["pools"][0])), "pools[1].name"),
     "duplicate model id": (lambda v: v["models"].append(dict(v["models"][0])), "models[1].id"),
     "bad pool name": (_set("pools.0.name", "L4_Pool"), "/pools/0/name"),

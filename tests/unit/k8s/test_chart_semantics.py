@@ -264,3 +264,26 @@ def test_zero_idle_timeout_is_kept_not_defaulted() -> None:
         o for o in render_objects({"pools": [pool], "models": [model]}) if o["kind"] == "RayService"
     ]
     assert svc["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["idleTimeoutSeconds"] == 0
+
+
+def test_model_pinned_to_one_of_two_pools_of_its_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from r1platform.k8s.render import render_objects
+
+    for var in [v for v in __import__("os").environ if v.startswith("R1P_")]:
+        monkeypatch.delenv(var)
+    pool = {
+        "name": "l4a",
+        "gpu": "L4",
+        "gpusPerNode": 1,
+        "replicas": 1,
+        "minReplicas": 0,
+        "maxReplicas": 2,
+    }
+    values = {
+        "pools": [pool, {**pool, "name": "l4b"}],
+        "models": [{"id": "m", "gpuTypes": ["L4"], "pool": "l4b", "maxModelLen": 2048}],
+    }
+    objs = render_objects(values)
+    settings = Settings(**settings_document(objs))
+    assert settings.models["m"].pool == "l4b"
+    assert serve_config(objs)["applications"][0]["deployments"] == [{"name": "m@l4b"}]
