@@ -138,6 +138,8 @@ def test_pod_monitors_scrape_ray_serve_and_controller_pods_directly() -> None:
     pms = {p["metadata"]["name"]: p for p in case.kinds("PodMonitor")}
     ray = pms[f"{DEFAULT_RELEASE}-ray"]["spec"]["podMetricsEndpoints"]
     assert {(e["port"], e["path"]) for e in ray} == {("metrics", "/metrics"), ("serve", "/metrics")}
+    # Ray's port carries the GRPO series with their own `job` label: keep it.
+    assert [e.get("honorLabels") for e in ray if e["port"] == "metrics"] == [True]
     ctl = pms[f"{DEFAULT_RELEASE}-controller"]["spec"]["podMetricsEndpoints"]
     assert [(e["port"], e["path"]) for e in ctl] == [("metrics", "/metrics")]
     assert all(p["metadata"]["labels"]["release"] == "kube-prometheus-stack" for p in pms.values())

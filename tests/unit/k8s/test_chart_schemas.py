@@ -67,7 +67,8 @@ def test_pod_monitors_have_the_prometheus_operator_shape(case: Rendered) -> None
         assert pm["apiVersion"] == "monitoring.coreos.com/v1"
         assert pm["spec"]["selector"]
         for ep in pm["spec"]["podMetricsEndpoints"]:
-            assert set(ep) <= {"port", "path", "interval"} and ep["path"] == "/metrics"
+            assert set(ep) <= {"port", "path", "interval", "honorLabels"}
+            assert ep["path"] == "/metrics"
 
 
 def test_kuberay_operator_would_accept_every_object(case: Rendered) -> None:
