@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from r1platform.pools.inventory import from_ray_live
 from r1platform.pools.fleet import Pool, node_labels, node_resources
+from r1platform.pools.inventory import from_ray_live
 
 pytestmark = pytest.mark.integration
 
