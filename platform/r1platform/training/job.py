@@ -148,6 +148,8 @@ def run(s: GRPOSettings) -> dict[str, Any]:
         _ensure_ray(s.ray_address)
         console.take_ray_stream()  # ray.init registered its printer: replace it
         summary = _run_on_ray(s, prep)
+    except JobInputError:
+        raise  # one line says it all (e.g. a dead --ray_address): no log tail
     except BaseException:
         _show_tail(console)
         raise
