@@ -126,3 +126,27 @@ def test_frac_zero_std_and_progress_line():
     assert metrics.group_stats([1, 1, 0, 1], 2) == 0.5
     line = metrics.progress_line({"step": 3, "reward_mean": 0.5, "eval_accuracy": float("nan")}, 10)
     assert "step 3/10" in line and "reward=0.500" in line and "eval=" not in line
+
+
+def test_each_rank_takes_its_slice_of_one_global_walk():
+    full = DataCursor(10, seed=5).take(4)
+    slices = []
+    for rank in range(2):
+        cur = DataCursor(10, seed=5)
+        slices.append(cur.take_slice(4, rank, 2))
+        assert cur.state() == {"epoch": 0, "pos": 4} and cur.seen == 4  # all ranks advance by 4
+    assert slices == [full[:2], full[2:]]
+
+
+def test_restore_position_refuses_per_worker_layouts():
+    import pytest
+
+    cur = DataCursor(10, seed=0)
+    state = {"data": [{"epoch": 0, "pos": 1}, {"epoch": 0, "pos": 2}], "rng": []}
+    with pytest.raises(checkpoints.TrainingAborted, match="per-worker data positions"):
+        checkpoints.restore_position(state, cur, rank=0)
+    rng = checkpoints.rng_state()
+    checkpoints.restore_position(
+        {"data": [{"epoch": 2, "pos": 3}], "data_layout": "global", "rng": [rng]}, cur, rank=1
+    )
+    assert cur.state() == {"epoch": 2, "pos": 3}
