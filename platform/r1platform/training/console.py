@@ -99,9 +99,15 @@ class JobConsole:
             self._progress.start()
 
     def take_ray_stream(self) -> None:
-        """Replace Ray's worker-log printer with ours (idempotent)."""
-        from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+        """Replace Ray's worker-log printer with ours (idempotent).
 
+        The dispatcher is the hook Ray's own client server uses to fan worker output out
+        (ray/util/client/server/logservicer.py); it is internal, so without it (another Ray
+        version) the job keeps Ray's printer and only loses the quiet console."""
+        try:
+            from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+        except ImportError:
+            return
         with dispatcher._lock:
             handlers = list(dispatcher.handlers)
         for name, fn in handlers:
@@ -112,12 +118,16 @@ class JobConsole:
         dispatcher.add_handler(HANDLER_NAME, self.handle)
 
     def detach(self) -> None:
-        from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
-
-        dispatcher.remove_handler(HANDLER_NAME)
-        if self._ray_handler is not None:
-            dispatcher.add_handler(RAY_HANDLER_NAME, self._ray_handler)
-            self._ray_handler = None
+        try:
+            from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+        except ImportError:
+            dispatcher = None
+        if dispatcher is not None:
+            # After this returns no `handle` call is running: emit holds the same lock.
+            dispatcher.remove_handler(HANDLER_NAME)
+            if self._ray_handler is not None:
+                dispatcher.add_handler(RAY_HANDLER_NAME, self._ray_handler)
+        self._ray_handler = None
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
