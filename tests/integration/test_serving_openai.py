@@ -498,7 +498,8 @@ def test_stop_token_ids_and_logit_bias_steer_generation(served, client):
     text = base.message.model_extra["reasoning_content"]
     cut = text.index(":")  # the model writes "12+35: ones ..."
     stopped = client.chat.completions.create(
-        **chat_args(temperature=0, stop_token_ids=[tok.convert_tokens_to_ids(":")])
+        **chat_args(temperature=0),
+        extra_body={"stop_token_ids": [tok.convert_tokens_to_ids(":")]},  # a vLLM extension
     ).choices[0]
     assert stopped.finish_reason == "stop"
     assert stopped.message.model_extra["reasoning_content"] == text[: cut + 1]
@@ -548,7 +549,7 @@ def test_response_format_json_schema_constrains_the_answer(client):
 def test_vllm_refusals_are_400s_that_name_the_parameter(served, client):
     vocab = len(served["tok"])
     for kw, param in (
-        ({"stop_token_ids": [vocab + 1000]}, "stop_token_ids"),
+        ({"extra_body": {"stop_token_ids": [vocab + 1000]}}, "stop_token_ids"),
         ({"logit_bias": {str(vocab + 1000): 1}}, "logit_bias"),
     ):
         with pytest.raises(openai.BadRequestError) as e:
