@@ -279,3 +279,53 @@ class _PoolManager:
 
     def clear(self) -> None:
         pass
+
+
+def serve_http(server: FakeKube, user: str = "controller"):
+    """Serve the fake over plain HTTP on 127.0.0.1 (for a controller in another process, which
+    reaches it through a kubeconfig); returns (url, http_server). Stop with .shutdown()."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            n = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(n).decode() if n else None
+            with lock:
+                status, reason, payload = server.handle(
+                    user, self.command, self.path, dict(self.headers), body
+                )
+            data = json.dumps(payload).encode()
+            self.send_response(status, reason)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_PATCH = do_PUT = do_POST = do_DELETE = _serve
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{httpd.server_address[1]}", httpd
+
+
+def kubeconfig(url: str, namespace: str = "default") -> dict:
+    """A kubeconfig document that points the kubernetes client at `url`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "fake", "cluster": {"server": url}}],
+        "users": [{"name": "controller", "user": {"token": "fake-token"}}],
+        "contexts": [
+            {
+                "name": "fake",
+                "context": {"cluster": "fake", "user": "controller", "namespace": namespace},
+            }
+        ],
+        "current-context": "fake",
+    }

@@ -25,6 +25,7 @@ from r1platform.pools.k8s import (
     RayServiceConflictError,
     RayServiceServeActuator,
     default_namespace,
+    gcs_address_for,
     k8s_live_fleet,
     ray_auth_env,
     rbac_calls,
@@ -394,6 +395,13 @@ def test_ray_auth_env_turns_token_mode_on_only_with_a_token():
     assert ray_auth_env({"RAY_AUTH_TOKEN_PATH": "/var/run/ray/token"}) == {"RAY_AUTH_MODE": "token"}
     assert ray_auth_env({"RAY_AUTH_TOKEN": "t", "RAY_AUTH_MODE": "disabled"}) == {}
     assert ray_auth_env({}) == {}
+
+
+def test_gcs_address_is_the_ray_client_hosts_gcs_port():
+    assert gcs_address_for("ray://r1-head-svc:10001") == "r1-head-svc:6379"
+    assert gcs_address_for("ray://10.0.0.7:10001") == "10.0.0.7:6379"
+    assert gcs_address_for("10.0.0.7:6379") is None  # a driver with its own GCS client
+    assert gcs_address_for("auto") is None
 
 
 def test_default_namespace_prefers_the_pods_own(tmp_path, monkeypatch):

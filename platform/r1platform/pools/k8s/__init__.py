@@ -9,7 +9,9 @@ from .rbac import CLUSTER_SCOPED, RBAC_RULES, RbacRule, rbac_calls
 from .serve import RayServiceServeActuator
 from .serve_config import REPLICAS_ANNOTATION, RayServiceConfigError, RayServiceConflictError
 from .wiring import (
+    GcsAutoscalerCapacity,
     default_namespace,
+    gcs_address_for,
     k8s_live_fleet,
     live_kubernetes,
     load_api_client,
@@ -20,11 +22,13 @@ __all__ = [
     "CLUSTER_SCOPED",
     "RBAC_RULES",
     "REPLICAS_ANNOTATION",
+    "GcsAutoscalerCapacity",
     "RayServiceConfigError",
     "RayServiceConflictError",
     "RayServiceServeActuator",
     "RbacRule",
     "default_namespace",
+    "gcs_address_for",
     "k8s_live_fleet",
     "live_kubernetes",
     "load_api_client",

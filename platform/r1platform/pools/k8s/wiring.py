@@ -133,9 +133,10 @@ def live_kubernetes(
     """(fleet reader, (load, serve, capacity, training)) for the controller in a cluster."""
     from kubernetes import client
 
+    from r1platform import ray_auth
     from r1platform.pools import actuators
 
-    os.environ.update(ray_auth_env(os.environ))
+    ray_auth.apply(ray_auth_env(os.environ))  # refreshes Ray's cached config if already loaded
     import ray
 
     ray.init(
