@@ -113,6 +113,20 @@ def test_jobs_api_refuses_a_missing_or_wrong_token(cluster):
     assert all("should-not-run" not in (j.entrypoint or "") for j in ok.list_jobs())
 
 
+def test_a_driver_run_by_hand_joins_the_running_cluster_with_the_token(cluster):
+    # The join path `python jobs/grpo.py` takes (training.job calls ray_init_address).
+    probe = (
+        "import ray; from r1platform.localcluster import ray_init_address; "
+        "a = ray_init_address(None); ray.init(address=a); print('joined', a, len(ray.nodes()))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True, text=True, cwd=ROOT, env=USER_ENV, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"joined {GCS} 2" in out.stdout, out.stdout[-2000:]
+
+
 def test_r1p_status_presents_the_stored_token(cluster):
     out = r1p("status", timeout=120)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
