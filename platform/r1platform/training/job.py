@@ -143,6 +143,11 @@ def run(s: GRPOSettings) -> dict[str, Any]:
     console.attach()  # before ray.init, so its own driver log lines go to the file too
     import ray
 
+    # Import the run's modules before ray.init: under `ray job submit`, ray.init sets up the
+    # job's working_dir again and re-extracts it in place, and an import landing in that
+    # window finds the package directory half empty ("cannot import name 'rollout'").
+    from r1platform.training import elastic, rollout, trainer  # noqa: F401
+
     owns_ray = not ray.is_initialized()
     try:
         _ensure_ray(s.ray_address)
