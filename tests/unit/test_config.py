@@ -137,7 +137,7 @@ def test_engine_arg_names_match_vllm_async_engine_args():
 
 def test_engine_extra_reaches_async_engine_args(tmp_path):
     from r1platform.config import ModelSettings
-    from r1platform.serving.engine import engine_args
+    from r1platform.serving.engine_args import engine_args
 
     ms = ModelSettings(max_num_seqs=7, engine_extra={"enable_prefix_caching": False})
     args = engine_args("m", ms, tmp_path)
