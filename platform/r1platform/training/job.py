@@ -13,6 +13,7 @@ Ray Jobs API.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import time
@@ -329,6 +330,18 @@ def main(argv: list[str] | None = None) -> int:
 def submit_and_stream(address: str, args: list[str]) -> dict[str, Any]:
     """Submit jobs/grpo.py to a running cluster via the Jobs API, stream its logs to stdout,
     and return {"status", "job_id", "checkpoint", "metrics", ...} from the job's result line."""
+    # The client's own INFO/WARNING lines (packaging, uploads, websocket) are not the job's
+    # story; failures still raise.
+    ray_logger = logging.getLogger("ray")
+    level = ray_logger.level
+    ray_logger.setLevel(logging.ERROR)
+    try:
+        return _submit_and_stream(address, args)
+    finally:
+        ray_logger.setLevel(level)
+
+
+def _submit_and_stream(address: str, args: list[str]) -> dict[str, Any]:
     import asyncio
 
     from ray.job_submission import JobStatus, JobSubmissionClient
