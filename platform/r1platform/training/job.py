@@ -331,14 +331,17 @@ def submit_and_stream(address: str, args: list[str]) -> dict[str, Any]:
     """Submit jobs/grpo.py to a running cluster via the Jobs API, stream its logs to stdout,
     and return {"status", "job_id", "checkpoint", "metrics", ...} from the job's result line."""
     # The client's own INFO/WARNING lines (packaging, uploads, websocket) are not the job's
-    # story; failures still raise.
-    ray_logger = logging.getLogger("ray")
-    level = ray_logger.level
-    ray_logger.setLevel(logging.ERROR)
+    # story; failures still raise. Muted at Ray's handlers: some SDK loggers set their own level.
+    import ray  # noqa: F401  (installs the "ray" logger's handler)
+
+    handlers = [(h, h.level) for h in logging.getLogger("ray").handlers]
+    for h, level in handlers:
+        h.setLevel(max(level, logging.ERROR))
     try:
         return _submit_and_stream(address, args)
     finally:
-        ray_logger.setLevel(level)
+        for h, level in handlers:
+            h.setLevel(level)
 
 
 def _submit_and_stream(address: str, args: list[str]) -> dict[str, Any]:
