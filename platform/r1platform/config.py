@@ -111,8 +111,6 @@ class Settings(BaseSettings):
     serve: ServeSettings = ServeSettings()
     # R1P_API_KEYS is the documented switch for auth; it is a top-level alias of serve.api_keys.
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    pools_file: Path = Path("configs/pools/local.yaml")
-    cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "r1platform")
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -21,6 +21,7 @@ from pathlib import Path
 from r1platform import ray_auth, ray_join
 from r1platform.config import Settings
 from r1platform.contracts.net import free_port
+from r1platform.contracts.paths import cache_dir
 from r1platform.pools.fleet import Pool, node_labels, node_resources
 
 RAY_RESERVED_LABEL_PREFIX = "ray.io/"
@@ -101,8 +102,7 @@ def virtual_node_commands(
 
 
 def state_path() -> Path:
-    base = Path(os.environ.get("R1P_CACHE_DIR", Path.home() / ".cache" / "r1platform"))
-    return base / "local-cluster.json"
+    return cache_dir() / "local-cluster.json"
 
 
 def state_dir() -> Path:

@@ -96,3 +96,24 @@ def test_placement_mode_actor_names_and_free_port():
     port = free_port("127.0.0.1")
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))  # free: binding it works
+
+
+def test_one_cache_root_moves_every_local_file(monkeypatch, tmp_path):
+    from r1platform import localcluster
+    from r1platform.contracts.paths import cache_dir
+    from r1platform.models.tiny import default_model_dir
+    from r1platform.pools import decisions
+
+    monkeypatch.setenv("R1P_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("R1P_STATE_DIR", raising=False)
+    assert cache_dir() == tmp_path
+    for path in (default_model_dir(), localcluster.state_path(), decisions.default_path()):
+        assert path.is_relative_to(tmp_path), path
+
+
+def test_settings_have_no_dead_path_fields():
+    from r1platform.config import ConfigError, load_settings
+
+    for field in ("pools_file", "cache_dir"):
+        with pytest.raises(ConfigError, match=field):
+            load_settings(**{field: "/tmp/x"})

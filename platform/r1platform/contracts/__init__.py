@@ -6,5 +6,6 @@ import the same definition instead of each keeping a copy:
 - `resources`: the Ray custom resource keys `pool:<P>` / `accelerator_type:<X>` and node labels;
 - `placement_mode`: real GPUs or the simulated (virtual-node) fleet;
 - `actors`: the Ray namespace and the training job's control actor name;
-- `net`: a free local TCP port.
+- `net`: a free local TCP port;
+- `paths`: the one local directory (`R1P_CACHE_DIR`) everything is kept under.
 """

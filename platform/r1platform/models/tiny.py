@@ -7,7 +7,6 @@ behaves like a *base* model: sometimes well formed, sometimes right, which is wh
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import tempfile
@@ -18,16 +17,13 @@ from pathlib import Path
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
+from r1platform.contracts.paths import cache_dir
 from r1platform.models.tokenizer import build_tokenizer
 from r1platform.tasks import arithmetic
 
 BUILDER_VERSION = 1
 DEFAULT_SEED = 0
 MODEL_NAME = "tiny-r1"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("R1P_CACHE_DIR", Path.home() / ".cache" / "r1platform"))
 
 
 def default_model_dir() -> Path:

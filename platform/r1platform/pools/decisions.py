@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from r1platform.contracts.paths import cache_dir
+
 _lock = threading.Lock()
 
 
@@ -36,8 +38,8 @@ class Decision:
 
 
 def state_dir() -> Path:
-    base = os.environ.get("R1P_STATE_DIR") or os.environ.get("R1P_CACHE_DIR")
-    return Path(base) if base else Path.home() / ".cache" / "r1platform"
+    base = os.environ.get("R1P_STATE_DIR")
+    return Path(base) if base else cache_dir()
 
 
 def default_path() -> Path:

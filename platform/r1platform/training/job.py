@@ -44,7 +44,7 @@ class Prepared:
 
 
 def _default_output_dir() -> Path:
-    from r1platform.models.tiny import cache_dir
+    from r1platform.contracts.paths import cache_dir
 
     return cache_dir() / "runs" / time.strftime("grpo-%Y%m%d-%H%M%S")
 
