@@ -53,7 +53,7 @@ class BenchSettings:
 
 
 def shared_flags(s: BenchSettings) -> list[str]:
-    """Flags both sides spell the same way (the job's flag names, issue 3)."""
+    """Flags both sides spell the same way (the GRPO job's own flag names)."""
     return [
         f"--dataset={s.dataset}",
         f"--group_size={s.group_size}",

@@ -31,7 +31,7 @@ def default_model_dir() -> Path:
 
 
 def model_config(vocab_size: int) -> Qwen2Config:
-    # head_dim 64: vLLM's CPU attention rejects smaller heads (STACK.md).
+    # head_dim 64: vLLM's CPU attention rejects smaller heads ("Unsupported CPU attention configuration").
     return Qwen2Config(
         vocab_size=vocab_size,
         hidden_size=128,

@@ -9,7 +9,7 @@ from r1platform.pools.catalog import load_catalog
 from r1platform.pools.errors import PoolsConfigError, UnknownGpuError
 from r1platform.pools.fleet import load_fleet, load_pools, node_labels, node_resources
 
-# The GPU types issue 4 requires the catalog to cover.
+# The GPU types the platform promises to plan for: the catalog must cover each.
 ISSUE_GPU_TYPES = ("H200", "H100", "H800", "H20", "A100-80G", "A100-40G", "L40S", "A10G", "L4",
                    "V100-32G", "V100-16G", "T4")  # fmt: skip
 
