@@ -30,7 +30,7 @@ demo: install
 # Each integration module gets a fresh interpreter: Ray, Serve and vLLM keep process-wide
 # state (handles, routers, env-driven settings) that must not leak from one module's cluster
 # into the next one's.
-test: install
+test: install lint
 	$(BIN)/python -m pytest -q -ra tests/unit
 	set -e; for f in tests/integration/test_*.py; do $(BIN)/python -m pytest -q -ra $$f; done
 
@@ -46,6 +46,7 @@ bench: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/vulture
 
 down: install
 	$(BIN)/r1p down

@@ -144,8 +144,13 @@ def start_raw_vllm(model_dir: Path, port: int, nice: int = RAY_WORKER_NICENESS) 
         "--host", "127.0.0.1", "--port", str(port), "--disable-log-stats",
     ]  # fmt: skip
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    # The flag used to be accepted and dropped: the peer always ran at the generator's niceness.
     return subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+        ["nice", "-n", str(nice), *cmd],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
