@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 
@@ -38,24 +38,35 @@ def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
 # the loss. Advantage estimators map rewards [B*G] to advantages [B*G]; policy losses map
 # log-probs to a per-token policy term that `compute_loss` aggregates.
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def named_registry(
+    kind: str,
+) -> tuple[dict[str, F], Callable[[str], Callable[[F], F]], Callable[[str], F]]:
+    """A name -> function table with its decorator and its lookup; an unknown or duplicate name
+    is an error that names the kind and, for a lookup, every known name."""
+    table: dict[str, F] = {}
+
+    def register(name: str) -> Callable[[F], F]:
+        def deco(fn: F) -> F:
+            if name in table:
+                raise ValueError(f"{kind} {name!r} is already registered")
+            table[name] = fn
+            return fn
+
+        return deco
+
+    def get(name: str) -> F:
+        if name not in table:
+            raise ValueError(f"unknown {kind} {name!r}; known: {sorted(table)}")
+        return table[name]
+
+    return table, register, get
+
+
 AdvantageFn = Callable[..., torch.Tensor]
-ADV_ESTIMATORS: dict[str, AdvantageFn] = {}
-
-
-def register_adv_est(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
-    def deco(fn: AdvantageFn) -> AdvantageFn:
-        if name in ADV_ESTIMATORS:
-            raise ValueError(f"advantage estimator {name!r} is already registered")
-        ADV_ESTIMATORS[name] = fn
-        return fn
-
-    return deco
-
-
-def get_adv_estimator(name: str) -> AdvantageFn:
-    if name not in ADV_ESTIMATORS:
-        raise ValueError(f"unknown advantage estimator {name!r}; known: {sorted(ADV_ESTIMATORS)}")
-    return ADV_ESTIMATORS[name]
+ADV_ESTIMATORS, register_adv_est, get_adv_estimator = named_registry("advantage estimator")
 
 
 @register_adv_est("grpo")
@@ -115,23 +126,7 @@ class PolicyTerm:
 
 
 PolicyLossFn = Callable[..., PolicyTerm]
-POLICY_LOSSES: dict[str, PolicyLossFn] = {}
-
-
-def register_policy_loss(name: str) -> Callable[[PolicyLossFn], PolicyLossFn]:
-    def deco(fn: PolicyLossFn) -> PolicyLossFn:
-        if name in POLICY_LOSSES:
-            raise ValueError(f"policy loss {name!r} is already registered")
-        POLICY_LOSSES[name] = fn
-        return fn
-
-    return deco
-
-
-def get_policy_loss(name: str) -> PolicyLossFn:
-    if name not in POLICY_LOSSES:
-        raise ValueError(f"unknown policy loss {name!r}; known: {sorted(POLICY_LOSSES)}")
-    return POLICY_LOSSES[name]
+POLICY_LOSSES, register_policy_loss, get_policy_loss = named_registry("policy loss")
 
 
 def _clipped_objective(

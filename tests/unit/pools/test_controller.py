@@ -13,8 +13,10 @@ from r1platform.pools.controller import Controller
 from r1platform.pools.demand import Memory, target_rates
 from r1platform.pools.fleet import Fleet, Pool
 from r1platform.pools.protocols import DeploymentLoad
-from r1platform.pools.workloads import GpuRange, ServingWorkload, SloSpec, TrainingJob, Workloads
+from r1platform.pools.workloads import ServingWorkload, SloSpec, Workloads
 from r1platform.telemetry import in_memory_exporter
+
+from pools.one_pool_world import Clock, chat_and_grpo, h100_fleet
 
 _EXPORTER = in_memory_exporter()
 
@@ -30,36 +32,9 @@ class ScriptedLoad:
         }
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.fixture
 def setup(tmp_path):
-    fleet = Fleet(
-        pools=[Pool(name="h100", gpu="H100", nodes=2, gpus_per_node=8)], catalog=load_catalog()
-    )
-    wl = Workloads(
-        serving=[
-            ServingWorkload(
-                name="chat",
-                model="r1-distill-qwen-7b",
-                request_rate=1.0,
-                avg_input_tokens=500,
-                avg_output_tokens=800,
-                slo=SloSpec(ttft_p99_s=2.0, tpot_p99_s=0.03),
-            )
-        ],
-        training=[
-            TrainingJob(
-                name="grpo", model="r1-distill-qwen-7b", gpus=GpuRange(min=2, max=16), priority=1
-            )
-        ],
-    )
+    fleet, wl = h100_fleet(), chat_and_grpo(rate=1.0, priority=1)
     load, serve, cap, train, clock = (
         ScriptedLoad(),
         MemoryServe(),

@@ -5,44 +5,22 @@ from __future__ import annotations
 
 import pytest
 from r1platform.pools import decisions as rec
-from r1platform.pools.catalog import load_catalog
 from r1platform.pools.control_config import ControllerConfig
 from r1platform.pools.controller import Controller
-from r1platform.pools.fleet import Fleet, Pool
+from r1platform.pools.fleet import Fleet
 from r1platform.pools.memory_actuators import (
     MemoryCapacity,
     MemoryServe,
     MemoryTraining,
     StaticLoad,
 )
-from r1platform.pools.workloads import GpuRange, ServingWorkload, SloSpec, TrainingJob, Workloads
 from r1platform.telemetry import in_memory_exporter
 
+from pools.one_pool_world import Clock, chat_and_grpo, h100_fleet
+
 _EXPORTER = in_memory_exporter()
-FLEET = Fleet(
-    pools=[Pool(name="h100", gpu="H100", nodes=2, gpus_per_node=8)], catalog=load_catalog()
-)
-WL = Workloads(
-    serving=[
-        ServingWorkload(
-            name="chat",
-            model="r1-distill-qwen-7b",
-            request_rate=1.0,
-            avg_input_tokens=500,
-            avg_output_tokens=800,
-            slo=SloSpec(ttft_p99_s=2.0, tpot_p99_s=0.03),
-        )
-    ],
-    training=[TrainingJob(name="grpo", model="r1-distill-qwen-7b", gpus=GpuRange(min=2, max=16))],
-)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
+FLEET = h100_fleet()
+WL = chat_and_grpo(rate=1.0)
 
 
 @pytest.fixture

@@ -7,12 +7,10 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from r1platform.pools import decisions as rec
-from r1platform.pools.catalog import load_catalog
 from r1platform.pools.control_config import ControllerConfig
 from r1platform.pools.controller import Controller
 from r1platform.pools.controller_actor import ControllerLoop, describe
 from r1platform.pools.cycle import Observation
-from r1platform.pools.fleet import Fleet, Pool
 from r1platform.pools.memory_actuators import (
     MemoryCapacity,
     MemoryServe,
@@ -21,24 +19,11 @@ from r1platform.pools.memory_actuators import (
 )
 from r1platform.pools.prom import EXPORTED_NAMES, ControllerMetrics
 from r1platform.pools.protocols import DeploymentLoad
-from r1platform.pools.workloads import GpuRange, ServingWorkload, SloSpec, TrainingJob, Workloads
 
-FLEET = Fleet(
-    pools=[Pool(name="h100", gpu="H100", nodes=2, gpus_per_node=8)], catalog=load_catalog()
-)
-WL = Workloads(
-    serving=[
-        ServingWorkload(
-            name="chat",
-            model="r1-distill-qwen-7b",
-            request_rate=2.0,
-            avg_input_tokens=500,
-            avg_output_tokens=800,
-            slo=SloSpec(ttft_p99_s=2.0, tpot_p99_s=0.03),
-        )
-    ],
-    training=[TrainingJob(name="grpo", model="r1-distill-qwen-7b", gpus=GpuRange(min=2, max=16))],
-)
+from pools.one_pool_world import chat_and_grpo, h100_fleet
+
+FLEET = h100_fleet()
+WL = chat_and_grpo(rate=2.0)
 
 
 @pytest.fixture
