@@ -8,7 +8,7 @@ PIP_EXTRA_INDEX_URL ?=
 TORCH_CPU := 2.13.0+cpu
 export PIP_EXTRA_INDEX_URL
 
-.PHONY: install demo test test-unit test-integration bench lint down
+.PHONY: install demo test proof test-unit test-integration bench lint down
 
 install: $(STAMP)
 
@@ -29,13 +29,22 @@ demo: install
 
 # Each integration module gets a fresh interpreter: Ray, Serve and vLLM keep process-wide
 # state (handles, routers, env-driven settings) that must not leak from one module's cluster
-# into the next one's.
+# into the next one's. The unit tests are pure, so two pytest workers share them out.
+# PROOF holds the long live scenarios (minutes of real cooldowns on a whole cluster): they
+# run in `make proof`, which CI runs right after `make test`, so `make test` keeps well inside
+# its 30-minute budget on 2 cores.
+PROOF := tests/integration/test_pools_cycle.py
+INTEGRATION := $(filter-out $(PROOF),$(wildcard tests/integration/test_*.py))
+
 test: install lint
-	$(BIN)/python -m pytest -q -ra tests/unit
-	set -e; for f in tests/integration/test_*.py; do $(BIN)/python -m pytest -q -ra $$f; done
+	$(BIN)/python -m pytest -q -ra -n 2 tests/unit
+	set -e; for f in $(INTEGRATION); do $(BIN)/python -m pytest -q -ra $$f; done
+
+proof: install
+	set -e; for f in $(PROOF); do $(BIN)/python -m pytest -q -ra $$f; done
 
 test-unit: install
-	$(BIN)/python -m pytest -q -ra tests/unit
+	$(BIN)/python -m pytest -q -ra -n 2 tests/unit
 
 test-integration: install
 	$(BIN)/python -m pytest -q -ra tests/integration
