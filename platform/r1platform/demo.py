@@ -188,6 +188,12 @@ def main() -> int:
     table.add_row("final step metrics", ", ".join(f"{k}={v}" for k, v in list(m.items())[:6]))
     table.add_row("checkpoint", str(job["checkpoint"]))
     console.print(table)
+    console.print(
+        f"call it:  curl {state.serve_url}/chat/completions -H 'Content-Type: application/json' "
+        f"""-d '{{"model": "{TRAINED_ID}", "messages": [{{"role": "user", "content": "12+30"}}]}}'""",
+        soft_wrap=True,
+    )
+    console.print(f"or with the openai client: OpenAI(base_url={state.serve_url!r}, api_key=...)")
     console.print("stop everything with [bold]make down[/] (or `.venv/bin/r1p down`)")
     return 0
 

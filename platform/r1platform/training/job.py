@@ -363,13 +363,16 @@ def _submit_and_stream(address: str, args: list[str]) -> dict[str, Any]:
     async def tail() -> None:
         buf = ""
         async for chunk in client.tail_job_logs(job_id):
-            sys.stdout.write(chunk)
-            sys.stdout.flush()
             buf += chunk
             *lines, buf = buf.split("\n")
             for line in lines:
                 if RESULT_MARKER in line:  # progress bars may prefix escape codes
                     result.update(json.loads(line.split(RESULT_MARKER, 1)[1]))
+                elif not _is_job_manager_line(line):
+                    sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        if buf:
+            sys.stdout.write(buf)
 
     asyncio.run(tail())
     status = client.get_job_status(job_id)
@@ -386,6 +389,12 @@ def _submit_and_stream(address: str, args: list[str]) -> dict[str, Any]:
         "status": str(status.value if hasattr(status, "value") else status),
         "train_status": result.get("status"),
     }
+
+
+def _is_job_manager_line(line: str) -> bool:
+    """Ray's own job-manager lines ("Runtime env is setting up.") are not the job's story; the
+    result line is for the submitter to parse, and it prints the summary it carries."""
+    return "INFO job_manager.py:" in line
 
 
 def _quote(arg: str) -> str:
