@@ -11,6 +11,7 @@ import yaml
 from k8s_fake import FakeKube
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from pools.one_pool_world import chat
 from r1platform import localcluster
 from r1platform.pools import decisions as rec
 from r1platform.pools.actuators import MemoryCapacity, MemoryTraining, StaticLoad
@@ -30,7 +31,7 @@ from r1platform.pools.k8s import (
     ray_auth_env,
     rbac_calls,
 )
-from r1platform.pools.workloads import ServingWorkload, SloSpec, Workloads
+from r1platform.pools.workloads import Workloads
 from r1platform.telemetry import in_memory_exporter
 
 _SPANS = in_memory_exporter()
@@ -221,16 +222,7 @@ def _controller(fake, tmp_path, serve, rate=80.0):
         catalog=load_catalog(),
     )
     wl = Workloads(
-        serving=[
-            ServingWorkload(
-                name="chat",
-                model="r1-distill-qwen-7b",
-                request_rate=rate,
-                avg_input_tokens=500,
-                avg_output_tokens=800,
-                slo=SloSpec(ttft_p99_s=2.0, tpot_p99_s=0.03),
-            )
-        ],
+        serving=[chat(rate)],
     )
     path = str(tmp_path / "decisions.jsonl")
     serve.record_path = path

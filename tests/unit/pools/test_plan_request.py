@@ -9,7 +9,9 @@ from r1platform.pools.catalog import load_catalog
 from r1platform.pools.fleet import Fleet, Pool
 from r1platform.pools.plan_model import PlanRequest
 from r1platform.pools.planner import plan
-from r1platform.pools.workloads import GpuRange, ServingWorkload, SloSpec, TrainingJob, Workloads
+from r1platform.pools.workloads import GpuRange, TrainingJob, Workloads
+
+from pools.one_pool_world import chat
 
 CAT = load_catalog()
 METHODS = ["ilp", "greedy"]
@@ -27,16 +29,7 @@ def _fleet() -> Fleet:
 
 def _wl(rate: float = 4.0, jobs: bool = True) -> Workloads:
     return Workloads(
-        serving=[
-            ServingWorkload(
-                name="chat",
-                model="r1-distill-qwen-7b",
-                request_rate=rate,
-                avg_input_tokens=500,
-                avg_output_tokens=800,
-                slo=SloSpec(ttft_p99_s=2.0, tpot_p99_s=0.1),
-            )
-        ],
+        serving=[chat(rate, tpot_p99_s=0.1)],
         training=[
             TrainingJob(name="grpo", model="r1-distill-qwen-1.5b", gpus=GpuRange(min=1, max=64))
         ]
