@@ -10,7 +10,7 @@ STAMP="$VENV/.installed"
 # The versions this benchmark was verified with; override to try others.
 TRL_PINS="${TRL_PINS:-trl==1.16.0 transformers==5.24.0}"
 # Users without the machine's local torch wheel folder point pip at PyTorch's CPU index here,
-# e.g. PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu (STACK.md).
+# e.g. PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu.
 export PIP_EXTRA_INDEX_URL="${PIP_EXTRA_INDEX_URL:-}"
 [ -z "$PIP_EXTRA_INDEX_URL" ] && unset PIP_EXTRA_INDEX_URL
 
@@ -27,7 +27,7 @@ echo '*' > "$VENV/.gitignore"
 # peer grades with our rewards module, which uses it when present, so both sides grade alike.
 "$VENV/bin/python" -m pip install -q 'torch==2.13.0'
 "$VENV/bin/python" -m pip install -q 'torch==2.13.0' $TRL_PINS accelerate datasets math-verify
-# Same trap as .venv: CUDA-built vision/audio wheels break `import transformers` (STACK.md).
+# Same trap as .venv: CUDA-built vision/audio wheels break `import transformers`.
 "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 "$VENV/bin/python" - <<'PY'
 import torch, trl, transformers
