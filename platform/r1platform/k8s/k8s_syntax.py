@@ -20,28 +20,32 @@ _LABEL_MAX = 63
 _SUBDOMAIN_MAX = 253
 
 
-def dns1035_label(value: str) -> list[str]:
+def _short_match(value: str, pattern: re.Pattern[str], form: str) -> list[str]:
+    """Kubernetes' label-style checks: at most 63 characters, and the pattern's form."""
     errs = []
     if len(value) > _LABEL_MAX:
         errs.append(f"must be no more than {_LABEL_MAX} characters")
-    if not _DNS1035.match(value):
-        errs.append(
-            "a DNS-1035 label must consist of lower case alphanumeric characters or '-', "
-            "start with an alphabetic character, and end with an alphanumeric character"
-        )
+    if not pattern.match(value):
+        errs.append(form)
     return errs
+
+
+def dns1035_label(value: str) -> list[str]:
+    return _short_match(
+        value,
+        _DNS1035,
+        "a DNS-1035 label must consist of lower case alphanumeric characters or '-', "
+        "start with an alphabetic character, and end with an alphanumeric character",
+    )
 
 
 def dns1123_label(value: str) -> list[str]:
-    errs = []
-    if len(value) > _LABEL_MAX:
-        errs.append(f"must be no more than {_LABEL_MAX} characters")
-    if not _DNS1123_LABEL.match(value):
-        errs.append(
-            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or "
-            "'-', and must start and end with an alphanumeric character"
-        )
-    return errs
+    return _short_match(
+        value,
+        _DNS1123_LABEL,
+        "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or "
+        "'-', and must start and end with an alphanumeric character",
+    )
 
 
 def qualified_name(value: str) -> list[str]:
@@ -76,15 +80,12 @@ def qualified_name(value: str) -> list[str]:
 
 
 def label_value(value: str) -> list[str]:
-    errs = []
-    if len(value) > _LABEL_MAX:
-        errs.append(f"must be no more than {_LABEL_MAX} characters")
-    if not _LABEL_VALUE.match(value):
-        errs.append(
-            "a valid label must be an empty string or consist of alphanumeric characters, "
-            "'-', '_' or '.', and must start and end with an alphanumeric character"
-        )
-    return errs
+    return _short_match(
+        value,
+        _LABEL_VALUE,
+        "a valid label must be an empty string or consist of alphanumeric characters, "
+        "'-', '_' or '.', and must start and end with an alphanumeric character",
+    )
 
 
 _GENERIC_VERSION = re.compile(r"^\s*v?([0-9]+(?:\.[0-9]+)*)(.*)$", re.DOTALL)
