@@ -48,10 +48,20 @@ class AutoscalingSettings(StrictModel):
 class ModelSettings(StrictModel):
     """One served model: where its weights are, how its engine runs, where it is placed."""
 
-    path: str | None = Field(None, description="local HF model dir; None = the tiny model")
+    path: str | None = Field(
+        None,
+        description="HF id of the R1 family (any case, or its short name) or a local HF model "
+        "dir; None = the tiny model",
+    )
     max_model_len: int = Field(256, ge=16)
     tensor_parallel_size: int = Field(1, ge=1)
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    pipeline_parallel_size: int = Field(1, ge=1, description="PP stages, one node each")
+    # None: the engine profile of the pool's GPU and the model (pools.engine_profiles) on GPUs,
+    # float32 / no quantization on CPU. A value set here is checked against the GPU, never
+    # replaced.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None
+    quantization: Literal["fp8", "none"] | None = None
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] | None = None
     accelerator_type: str | None = Field(None, description="GPU pool type, e.g. H100 or L4")
     pool: str | None = Field(None, description="pin to a named pool of the pools file")
     gpu_memory_utilization: float = Field(0.2, gt=0, le=1)
@@ -70,6 +80,44 @@ class ModelSettings(StrictModel):
         description="any other vLLM AsyncEngineArgs argument, by its vLLM name",
     )
 
+    @field_validator("path")
+    @classmethod
+    def _model_path(cls, v: str | None) -> str | None:
+        return None if v is None else canonical_model_path(v)
+
+    @model_validator(mode="after")
+    def _profile_runs(self) -> ModelSettings:
+        """A real model pinned to a GPU type must have an engine profile that GPU can run.
+        A local dir not on this machine (a chart's mounted volume) is checked by the engine."""
+        from r1platform.pools.fit import hf_id
+
+        readable = self.path is not None and (
+            hf_id(self.path) or (Path(self.path).expanduser() / "config.json").is_file()
+        )
+        if readable and self.accelerator_type:
+            self.engine_profile(self.accelerator_type)
+        return self
+
+    def engine_profile(self, gpu_type: str):
+        """The pools.engine_profiles.EngineProfile of this model on `gpu_type` (catalog name or
+        alias), from the explicit fields and the GPU's defaults; ValueError when it cannot run."""
+        from r1platform.pools.catalog import load_catalog
+        from r1platform.pools.engine_profiles import resolve_profile
+        from r1platform.pools.fit import model_spec
+
+        catalog = load_catalog()
+        if gpu_type not in catalog:
+            raise ValueError(f"accelerator_type {gpu_type!r} is not a catalog GPU")
+        spec = model_spec(self.path or "tiny-r1")
+        return resolve_profile(
+            self.path or "tiny-r1",
+            spec.quantization,
+            catalog[gpu_type],
+            dtype=self.dtype,
+            quantization=self.quantization,
+            kv_cache_dtype=self.kv_cache_dtype,
+        )
+
     @field_validator("engine_extra")
     @classmethod
     def _known_engine_args(cls, v: dict[str, Any]) -> dict[str, Any]:
@@ -82,6 +130,26 @@ class ModelSettings(StrictModel):
             if problem:
                 raise ValueError(problem)
         return v
+
+
+def canonical_model_path(v: str) -> str:
+    """A built-in name or HF id of the R1 family (any case) -> its HF repo id; a path -> as
+    given (the engine checks its config.json when it starts). An `org/name` that is neither a
+    local directory nor a known id is refused with the close matches."""
+    from r1platform.pools.fit import builtin_key, hf_id, unknown_model_error
+
+    known = hf_id(v)
+    if known:
+        return known
+    if builtin_key(v) == "tiny-r1":
+        raise ValueError("the tiny model is `path: null` (its directory is built on first use)")
+    p = Path(v).expanduser()
+    looks_like_id = not v.startswith(("/", ".", "~")) and v.count("/") == 1
+    if looks_like_id and not p.is_dir():
+        raise ValueError(
+            f"{unknown_model_error(v)}; for another model, download it and give its local dir"
+        )
+    return v
 
 
 class ServeSettings(StrictModel):

@@ -23,6 +23,8 @@ OWNED_ENGINE_ARGS: dict[str, str] = {
     "max_model_len": "use the model's `max_model_len` field",
     "tensor_parallel_size": "use the model's `tensor_parallel_size` field",
     "dtype": "use the model's `dtype` field",
+    "quantization": "use the model's `quantization` field",
+    "kv_cache_dtype": "use the model's `kv_cache_dtype` field",
     "gpu_memory_utilization": "use the model's `gpu_memory_utilization` field",
     "max_num_seqs": "use the model's `max_num_seqs` field",
     "enforce_eager": "use the model's `enforce_eager` field",
@@ -31,8 +33,7 @@ OWNED_ENGINE_ARGS: dict[str, str] = {
     "stream_interval": "use the model's `stream_interval` field",
     "distributed_executor_backend": "the platform picks it from `tensor_parallel_size`",
     "disable_log_stats": "the platform exports its own serving metrics",
-    # Placement reserves tensor_parallel_size GPUs per replica; more stages would not fit.
-    "pipeline_parallel_size": "pipeline parallelism is not supported by serving yet",
+    "pipeline_parallel_size": "use the model's `pipeline_parallel_size` field",
 }
 
 

@@ -96,8 +96,8 @@ def test_every_shipped_settings_file_loads(monkeypatch):
 def test_engine_extra_accepts_vllm_engine_arguments(monkeypatch):
     from r1platform.config import ModelSettings
 
-    ms = ModelSettings(engine_extra={"enable_prefix_caching": True, "kv_cache_dtype": "fp8"})
-    assert ms.engine_extra == {"enable_prefix_caching": True, "kv_cache_dtype": "fp8"}
+    ms = ModelSettings(engine_extra={"enable_prefix_caching": True, "block_size": 32})
+    assert ms.engine_extra == {"enable_prefix_caching": True, "block_size": 32}
     assert ModelSettings.model_validate(ms.model_dump()) == ms  # survives the trip to replicas
 
 
@@ -109,6 +109,8 @@ def test_engine_extra_accepts_vllm_engine_arguments(monkeypatch):
         ("no_such_thing_at_all", "unknown vLLM engine argument 'no_such_thing_at_all'"),
         ("tensor_parallel_size", "use the model's `tensor_parallel_size` field"),
         ("dtype", "use the model's `dtype` field"),
+        ("kv_cache_dtype", "use the model's `kv_cache_dtype` field"),
+        ("pipeline_parallel_size", "use the model's `pipeline_parallel_size` field"),
         ("model", "use the model's `path` field"),
         ("_api_process_count", "private"),
     ],

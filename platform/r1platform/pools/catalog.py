@@ -28,6 +28,10 @@ class GpuType(BaseModel):
     nvlink: bool
     nvlink_gbs: float = Field(ge=0)
     fp8: bool = False
+    # CUDA sm version (9.0 Hopper, 8.9 Ada, 8.0/8.6 Ampere, 7.5 Turing, 7.0 Volta): what
+    # engine_profiles keys dtype and FP8 support on. None for a user-added type that did not say;
+    # serving then refuses to pick a profile for it instead of guessing.
+    compute_capability: float | None = Field(None, gt=0)
     cost_per_gpu_hour: float = Field(ge=0)
     ray_names: tuple[str, ...] = ()
     k8s_products: tuple[str, ...] = ()

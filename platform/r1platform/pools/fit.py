@@ -8,6 +8,7 @@ Measured profiles (bench output) override the estimate.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from collections.abc import Mapping
@@ -17,7 +18,7 @@ from typing import Any
 
 from .catalog import GpuType
 from .errors import FitError, PoolsConfigError
-from .model_configs import ALIASES, BUILTIN_CONFIGS
+from .model_configs import ALIASES, BUILTIN_CONFIGS, HF_IDS, SHORT_NAMES, V3_HF_ID
 
 TP_CHOICES = (1, 2, 4, 8)
 # vLLM's --gpu-memory-utilization default, and what its profiler keeps back for activations,
@@ -52,6 +53,7 @@ class ModelSpec:
     experts: int = 0
     experts_per_token: int = 0
     routed_expert_bytes: float = 0.0
+    quantization: str = ""  # the checkpoint's quant_method ("fp8" for R1/V3), "" for 16-bit
 
 
 def _dense_mlp(h: int, inter: int) -> int:
@@ -129,6 +131,7 @@ def _spec(cfg: Mapping[str, Any], name: str) -> ModelSpec:
         experts=experts,
         experts_per_token=topk,
         routed_expert_bytes=float(routed_bytes),
+        quantization=str(quant).lower(),
     )
 
 
@@ -136,10 +139,43 @@ def builtin_models() -> list[str]:
     return sorted(BUILTIN_CONFIGS)
 
 
+def builtin_key(model: str) -> str | None:
+    """The built-in key of a short name or HF id (any case), or None."""
+    key = ALIASES.get(model.strip().lower(), model.strip().lower())
+    return key if key in BUILTIN_CONFIGS else None
+
+
+def hf_id(model: str) -> str | None:
+    """The Hugging Face repo a built-in name stands for (None for the tiny model or a path)."""
+    if ALIASES.get(model.strip().lower()) == "deepseek-r1" and "v3" in model.lower():
+        return V3_HF_ID
+    key = builtin_key(model)
+    return HF_IDS.get(key) if key else None
+
+
+def known_model_names() -> list[str]:
+    """Every spelling messages offer: short names and HF ids as their repos spell them."""
+    return sorted({*BUILTIN_CONFIGS, *SHORT_NAMES, *HF_IDS.values(), V3_HF_ID})
+
+
+def unknown_model_error(model: str) -> PoolsConfigError:
+    """`unknown model X`, with the close matches among short names and HF ids (difflib)."""
+    names = known_model_names()
+    by_lower = {n.lower(): n for n in names}
+    close = difflib.get_close_matches(model.lower(), list(by_lower), n=4, cutoff=0.5)
+    hint = f"; did you mean {', '.join(by_lower[c] for c in close)}?" if close else ""
+    return PoolsConfigError(
+        f"unknown model {model!r}: not a built-in short name or HF id of the R1 family, and "
+        f"no directory with a config.json at that path{hint} "
+        f"(built-ins: {', '.join(builtin_models())})"
+    )
+
+
 def model_spec(model: str) -> ModelSpec:
-    """A built-in name/alias, a directory with config.json, or a path to a config.json."""
-    key = ALIASES.get(model.lower(), model.lower())
-    if key in BUILTIN_CONFIGS:
+    """A built-in short name or HF id (case-insensitive), a directory with config.json, or a
+    path to a config.json."""
+    key = builtin_key(model)
+    if key is not None:
         return spec_from_hf_config(BUILTIN_CONFIGS[key], key)
     path = Path(model).expanduser()
     cfg_path = path / "config.json" if path.is_dir() else path
@@ -149,10 +185,7 @@ def model_spec(model: str) -> ModelSpec:
         except json.JSONDecodeError as e:
             raise PoolsConfigError(f"model {model!r}: config.json is not JSON: {e.msg}") from None
         return spec_from_hf_config(cfg, path.name if path.is_dir() else model)
-    raise PoolsConfigError(
-        f"unknown model {model!r}: not a built-in ({', '.join(builtin_models())}) "
-        "and no config.json at that path"
-    )
+    raise unknown_model_error(model)
 
 
 @dataclass(frozen=True)

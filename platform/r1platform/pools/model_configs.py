@@ -126,11 +126,30 @@ BUILTIN_CONFIGS: dict[str, dict[str, Any]] = {
         "torch_dtype": "float32",
     },
 }
-ALIASES = {
+# The Hugging Face repo of each built-in (what vLLM and Ray Serve LLM users write).
+HF_IDS: dict[str, str] = {
+    "deepseek-r1": "deepseek-ai/DeepSeek-R1",
+    "r1-distill-qwen-1.5b": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
+    "r1-distill-qwen-7b": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+    "r1-distill-qwen-14b": "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B",
+    "r1-distill-qwen-32b": "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B",
+    "r1-distill-llama-8b": "deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
+    "r1-distill-llama-70b": "deepseek-ai/DeepSeek-R1-Distill-Llama-70B",
+}
+# DeepSeek-V3 has R1's architecture and FP8 checkpoint layout: same sizing, its own repo.
+V3_HF_ID = "deepseek-ai/DeepSeek-V3"
+SHORT_NAMES = {
     "deepseek-v3": "deepseek-r1",
     "r1": "deepseek-r1",
     "r1-671b": "deepseek-r1",
-    "deepseek-ai/deepseek-r1": "deepseek-r1",
-    "deepseek-ai/deepseek-v3": "deepseek-r1",
     "tiny": "tiny-r1",
+}
+# Every accepted spelling, lower-cased -> built-in key: short names, HF ids, HF ids without the
+# org (`DeepSeek-R1-Distill-Qwen-7B`).
+ALIASES: dict[str, str] = {
+    **SHORT_NAMES,
+    V3_HF_ID.lower(): "deepseek-r1",
+    V3_HF_ID.lower().split("/")[1]: "deepseek-r1",
+    **{hf.lower(): key for key, hf in HF_IDS.items()},
+    **{hf.lower().split("/")[1]: key for key, hf in HF_IDS.items()},
 }
