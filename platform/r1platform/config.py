@@ -235,10 +235,33 @@ def describe_validation_error(err: ValidationError) -> str:
     return f"invalid setting {field}: {msg}"
 
 
+def check_yaml_document(path: str | Path, what: str) -> Any:
+    """The parsed YAML mapping at `path`, or a ConfigError naming the file, the line and the
+    problem (pydantic-settings would let a raw parser traceback through)."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{what} {path}: invalid YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{what} {path}: cannot read ({type(err).__name__}: {err})") from None
+    if doc is not None and not isinstance(doc, dict):
+        raise ConfigError(
+            f"{what} {path}: the document must be a mapping of settings, got {type(doc).__name__}"
+        )
+    return doc
+
+
 def load_settings(**overrides: Any) -> Settings:
     path = os.environ.get("R1P_CONFIG")
     if path and not Path(path).is_file():
         raise ConfigError(f"R1P_CONFIG: file not found: {path}")
+    if path:
+        check_yaml_document(path, "R1P_CONFIG")
     try:
         return Settings(**overrides)
     except ValidationError as err:

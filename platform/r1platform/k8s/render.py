@@ -20,7 +20,10 @@ Obj = dict[str, Any]
 
 
 def load_values(path: str | Path) -> dict[str, Any]:
-    return yaml.safe_load(Path(path).read_text()) or {}
+    """A Helm values file; malformed YAML or a non-mapping is a ConfigError naming file+line."""
+    from r1platform.config import check_yaml_document
+
+    return check_yaml_document(path, "Helm values") or {}
 
 
 def render_manifests(

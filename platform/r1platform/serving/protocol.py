@@ -24,6 +24,11 @@ IGNORED_FIELDS = (
     "safety_identifier",
 )
 MAX_TOP_LOGPROBS = 20  # vLLM's default max_logprobs, and OpenAI's limit for top_logprobs
+# Integers reach torch and the engine's int64 tensors: anything outside int64 would fail there,
+# inside the engine, instead of as a 400 here.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_SCHEMA_DEPTH = 64
+TokenId = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
 # ---- errors -----------------------------------------------------------------------------------
@@ -173,6 +178,24 @@ class JsonSchemaSpec(BaseModel):
     schema_: dict[str, Any] = Field(alias="schema")
     strict: bool | None = None  # the grammar always enforces the schema
 
+    @field_validator("schema_")
+    @classmethod
+    def _shallow(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # The grammar compiler walks the schema recursively; a pathological depth would fail
+        # (or stall) inside the engine instead of here.
+        level, depth = [v], 0
+        while level:
+            depth += 1
+            if depth > MAX_SCHEMA_DEPTH:
+                raise ValueError(f"the schema is nested deeper than {MAX_SCHEMA_DEPTH} levels")
+            level = [
+                c
+                for node in level
+                for c in (node.values() if isinstance(node, dict) else node)
+                if isinstance(c, dict | list)
+            ]
+        return v
+
 
 class JsonSchemaFormat(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -193,8 +216,8 @@ class _SamplingRequest(BaseModel):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
-    stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = None
-    seed: int | None = None
+    stop_token_ids: list[TokenId] | None = None
+    seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
@@ -220,7 +243,8 @@ class _SamplingRequest(BaseModel):
     @classmethod
     def _bias_keys(cls, v: dict[str, float] | None) -> dict[str, float] | None:
         for key in v or ():
-            if not key.isdigit():
+            # Only ASCII digits: str.isdigit() also accepts '²', which int() refuses.
+            if not (key.isascii() and key.isdigit() and len(key) <= 10):
                 raise ValueError(f"keys must be token ids (non-negative integers), got {key!r}")
         return v
 
@@ -325,6 +349,8 @@ def parse_request(model_cls: type[_SamplingRequest], payload: Any, max_n: int | 
         del payload[name]
     try:
         req = model_cls.model_validate(payload)
+    except RecursionError:
+        raise ClientError("request body is nested too deeply") from None
     except ValidationError as err:
         first = err.errors()[0]
         param = ".".join(str(p) for p in first["loc"]) or None

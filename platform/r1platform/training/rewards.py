@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import multiprocessing
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +34,11 @@ MAX_ANSWER_CHARS = 200
 
 class RewardSpecError(ValueError):
     """A reward spec that cannot be resolved; the message is one line naming the spec."""
+
+
+class RewardError(RuntimeError):
+    """A reward function that raised, returned garbage or ran past its timeout; the message is
+    one line naming the reward."""
 
 
 # ---------------------------------------------------------------------------- text helpers
@@ -278,6 +284,9 @@ class RewardFunc:
     name: str
     fn: RewardFn
     weight: float = 1.0
+    # Set: each call runs in a forked process, killed after this many seconds. A hung
+    # function cannot be stopped inside our own process (threads cannot be killed).
+    timeout_s: float | None = None
 
 
 def resolve_reward(spec: str) -> RewardFn:
@@ -319,13 +328,14 @@ def load_reward_funcs(specs: Sequence[str | Mapping[str, Any]]) -> list[RewardFu
     """Resolve specs into weighted reward functions.
 
     A spec is a string (weight 1) or a mapping {"spec" (or "fn"): str, "weight": float,
-    "name": str}. Names default to the function name and must be unique, since metrics are
+    "name": str, "timeout_s": float}. Names default to the function name and must be unique, since metrics are
     keyed by them.
     """
     if not specs:
         raise RewardSpecError("no reward functions given")
     funcs: list[RewardFunc] = []
     for item in specs:
+        timeout: Any = None
         if isinstance(item, str):
             spec, weight, name = item, 1.0, None
         elif isinstance(item, Mapping):
@@ -333,6 +343,7 @@ def load_reward_funcs(specs: Sequence[str | Mapping[str, Any]]) -> list[RewardFu
             if not isinstance(spec, str):
                 raise RewardSpecError(f"reward {dict(item)!r}: needs a 'spec' string")
             weight, name = item.get("weight", 1.0), item.get("name")
+            timeout = item.get("timeout_s")
         else:
             raise RewardSpecError(f"reward {item!r}: expected a string or a mapping")
         try:
@@ -341,7 +352,14 @@ def load_reward_funcs(specs: Sequence[str | Mapping[str, Any]]) -> list[RewardFu
             raise RewardSpecError(f"reward {spec!r}: weight {weight!r} is not a number") from None
         if not math.isfinite(weight):
             raise RewardSpecError(f"reward {spec!r}: weight {weight!r} is not finite")
-        funcs.append(RewardFunc(name or _spec_name(spec), resolve_reward(spec), weight))
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 < timeout < math.inf
+        ):
+            raise RewardSpecError(f"reward {spec!r}: timeout_s {timeout!r} must be seconds > 0")
+        fn = resolve_reward(spec)
+        funcs.append(RewardFunc(name or _spec_name(spec), fn, weight, timeout))
     names = [f.name for f in funcs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -380,14 +398,19 @@ def score(
     total = [0.0] * len(completions)
     per_func: dict[str, list[float]] = {}
     for f in funcs:
-        values = f.fn(completions=list(completions), **columns)
+        values = call_reward(f, {"completions": list(completions), **columns})
         if len(values) != len(completions):
             raise ValueError(
                 f"reward {f.name!r} returned {len(values)} values for {len(completions)} inputs"
             )
         raw: list[float] = []
         for i, v in enumerate(values):
-            x = math.nan if v is None else float(v)
+            try:
+                x = math.nan if v is None else float(v)
+            except (TypeError, ValueError):
+                raise RewardError(
+                    f"reward {f.name!r} returned {v!r} for completion {i}, not a number"
+                ) from None
             if math.isinf(x):
                 raise ValueError(f"reward {f.name!r} returned {x} for completion {i}")
             raw.append(x)
@@ -408,3 +431,59 @@ def reward_stats(per_func: Mapping[str, Sequence[float]]) -> dict[str, float]:
         stats[f"rewards/{name}/mean"] = mean
         stats[f"rewards/{name}/std"] = math.sqrt(var) if xs else math.nan
     return stats
+
+
+# ---------------------------------------------------------------------------- isolation
+
+
+def call_reward(f: RewardFunc, kwargs: dict[str, Any]) -> list[Any]:
+    """`f.fn(**kwargs)` as a list; in a forked process when `f.timeout_s` is set. Any failure
+    is a RewardError naming the reward."""
+    if f.timeout_s is None:
+        try:
+            values = f.fn(**kwargs)
+        except Exception as exc:
+            raise RewardError(f"reward {f.name!r} raised {type(exc).__name__}: {exc}") from exc
+    else:
+        values = _call_forked(f, kwargs)
+    if not isinstance(values, Sequence) or isinstance(values, str | bytes):
+        raise RewardError(f"reward {f.name!r} returned {type(values).__name__}, not a list")
+    return list(values)
+
+
+def _child(fn: RewardFn, kwargs: dict[str, Any], conn: Any) -> None:
+    try:
+        result: tuple[bool, Any] = (True, list(fn(**kwargs)))
+    except BaseException as exc:  # reported to the parent, which raises RewardError
+        result = (False, f"{type(exc).__name__}: {exc}")
+    conn.send(result)
+    conn.close()
+
+
+def _call_forked(f: RewardFunc, kwargs: dict[str, Any]) -> Any:
+    # fork, not spawn: the function need not be importable or picklable, only its result.
+    ctx = multiprocessing.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(f.fn, kwargs, send), daemon=True)
+    proc.start()
+    send.close()
+    try:
+        if not recv.poll(f.timeout_s):
+            raise RewardError(
+                f"reward {f.name!r} did not finish within its timeout_s ({f.timeout_s:g} s); "
+                "its process was killed"
+            )
+        ok, value = recv.recv()
+    except EOFError:
+        proc.join(5)
+        raise RewardError(
+            f"reward {f.name!r}: its process died (exit code {proc.exitcode})"
+        ) from None
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+        recv.close()
+    if not ok:
+        raise RewardError(f"reward {f.name!r} raised {value}")
+    return value
