@@ -47,20 +47,34 @@ def plan_cmd(
     format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
     time_limit: Annotated[float, typer.Option(help="ILP time limit (s); greedy after.")] = 10.0,
     greedy: Annotated[bool, typer.Option(help="Skip the ILP (heuristic only).")] = False,
+    serve_config_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--serve-config",
+            help="Also write the Serve config that deploys this plan (serve deploy / serveConfigV2).",
+        ),
+    ] = None,
 ) -> None:
-    """Solve the cost-optimal placement of serving and training on the GPU pools."""
+    """Solve the cost-optimal placement of serving and training on the GPU pools: one TP x PP
+    layout and engine profile per deployment and pool (the rule `r1p control` plans with)."""
+    import yaml
+
     from .fleet import load_fleet
     from .plan_model import PlanRequest
-    from .planner import plan
+    from .planner import plan_one_layout
     from .render import plan_tables
+    from .serve_config import serve_config
     from .workloads import load_workloads
 
     try:
         fleet = load_fleet(pools)
         wl = load_workloads(workloads, fleet.catalog)
-        p = plan(
+        # The controller's rule: one layout per Serve deployment `D@P` (plan_one_layout).
+        p = plan_one_layout(
             PlanRequest(fleet, wl, time_limit_s=time_limit, method="greedy" if greedy else "ilp")
         )
+        if serve_config_out is not None:
+            serve_config_out.write_text(yaml.safe_dump(serve_config(p), sort_keys=False))
     except InfeasibleError as e:
         if format is Format.json:
             print(json.dumps({"feasible": False, "error": str(e), "missing": e.missing}))

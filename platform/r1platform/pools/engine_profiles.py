@@ -87,16 +87,6 @@ class EngineProfile:
             "kv_cache_dtype": self.kv_cache_dtype,
         }
 
-    def label(self) -> str:
-        """One short cell for a table: `fp8(w8a8)/bf16 kv auto`."""
-        weights = f"fp8({self.fp8_kernel})" if self.quantization else _short(self.dtype)
-        act = f"/{_short(self.dtype)}" if self.quantization else ""
-        return f"{weights}{act} kv {self.kv_cache_dtype}"
-
-
-def _short(dtype: str) -> str:
-    return {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(dtype, dtype)
-
 
 def resolve_profile(
     model: str,
@@ -162,3 +152,26 @@ def resolve_profile(
     if quantization == "fp8":
         kernel = "w8a8" if rule.fp8_native else "marlin"
     return EngineProfile(gpu.name, rule.generation, act, quantization, kv, kernel)
+
+
+def profile_of_model(
+    model: str,
+    gpu: GpuType,
+    *,
+    dtype: str | None = None,
+    quantization: str | None = None,
+    kv_cache_dtype: str | None = None,
+) -> EngineProfile:
+    """resolve_profile for a model named as workloads and settings name it (short name, HF id
+    or local dir)."""
+    from .fit import model_spec
+
+    spec = model_spec(model)
+    return resolve_profile(
+        model,
+        spec.quantization,
+        gpu,
+        dtype=dtype,
+        quantization=quantization,
+        kv_cache_dtype=kv_cache_dtype,
+    )

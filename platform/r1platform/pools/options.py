@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 from . import fit as fitmod
+from .engine_profiles import EngineProfileError, profile_of_model
 from .errors import FitError
 from .fleet import Fleet, Pool
 from .plan_model import Option, Profiles
@@ -33,6 +34,8 @@ def build_options(
             if w.gpu_types and pool.gpu not in w.gpu_types:
                 continue
             gpu = fleet.catalog[pool.gpu]
+            if profile_refusal(w, gpu):
+                continue  # e.g. R1's FP8 checkpoint on V100: vLLM cannot run it there
             price = fleet.price(pool)
             for f in fitmod.fits(spec, gpu, pool.gpus_per_node, pool.max_nodes or 0, w.kv_tokens()):
                 if f.gpus > pool.gpus_capacity:
@@ -79,6 +82,15 @@ def build_options(
                     )
                 )
     return out
+
+
+def profile_refusal(w: ServingWorkload, gpu) -> str | None:
+    """Why `w`'s model cannot run on `gpu` (its engine profile is refused), or None."""
+    try:
+        profile_of_model(w.model, gpu, **w.engine_choices())
+    except EngineProfileError as e:
+        return str(e)
+    return None
 
 
 def prune(options: Sequence[Option]) -> list[Option]:
@@ -166,6 +178,10 @@ def check_every_deployment_has_options(
                 f"deployment {w.name!r}: no pool has an allowed GPU type "
                 f"({', '.join(w.gpu_types or [])})"
             )
+        refusals = [profile_refusal(w, fleet.catalog[p.gpu]) for p in pools]
+        if all(refusals):
+            raise FitError(f"deployment {w.name!r}: no pool can run it: {refusals[0]}")
+        pools = [p for p, r in zip(pools, refusals, strict=True) if not r]
         cands = [(p.name, fleet.catalog[p.gpu], p.gpus_per_node, p.max_nodes or 0) for p in pools]
         fitmod.require_fit(spec, cands, w.kv_tokens())
         raise FitError(

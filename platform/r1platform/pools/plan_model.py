@@ -106,6 +106,13 @@ class ServingAssignment:
     gpus: int
     capacity_rps: float
     cost_per_hour: float
+    # What the replicas run: the workload's model and the engine profile of this GPU
+    # (pools.engine_profiles); serve_config.serve_config turns these into the Serve config.
+    model: str = ""
+    dtype: str | None = None
+    quantization: str | None = None
+    kv_cache_dtype: str = "auto"
+    fp8_kernel: str | None = None
 
 
 @dataclass

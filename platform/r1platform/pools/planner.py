@@ -24,6 +24,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from .engine_profiles import profile_of_model
 from .greedy import greedy_serving, greedy_training
 from .milp import raise_infeasible, solve_serving, solve_training
 from .options import (
@@ -140,9 +141,12 @@ def _assemble(fleet, serving, options, all_options, x, eff, train, jobs, solver)
     used_s: dict[str, int] = defaultdict(int)
     used_t: dict[str, int] = defaultdict(int)
     merged: dict[tuple[str, str, int, int], ServingAssignment] = {}
+    by_name = {w.name: w for w in serving}
     for i, (o, n) in enumerate(zip(options, x, strict=True)):
         if n <= 0:
             continue
+        w = by_name[o.deployment]
+        prof = profile_of_model(w.model, fleet.catalog[o.gpu], **w.engine_choices())
         k = (o.deployment, o.pool, o.tp, o.pp)
         merged[k] = ServingAssignment(
             o.deployment,
@@ -154,6 +158,11 @@ def _assemble(fleet, serving, options, all_options, x, eff, train, jobs, solver)
             int(n) * o.gpus_per_replica,
             n * eff.get(i, o.replica_capacity_rps),
             n * o.replica_cost_per_hour,
+            w.model,
+            prof.dtype,
+            prof.quantization,
+            prof.kv_cache_dtype,
+            prof.fp8_kernel,
         )
         used_s[o.pool] += int(n) * o.gpus_per_replica
     training = [TrainingAssignment(j, p, g) for (j, p), g in sorted(train.items())]

@@ -93,6 +93,17 @@ class RayServeActuator:
             return
         raise LookupError(f"Serve deployment {name!r} not found in any application")
 
+    def deploy(self, config: dict[str, Any]) -> None:
+        """Apply a Serve config from `serve_config.serve_config(plan)`: its applications replace
+        the running ones of the same name (others and the HTTP options stay), in one PUT, so
+        Serve rolls every changed deployment (new TP, PP or profile) as one update."""
+        cfg = self._config(self.client.get_serve_details())
+        names = {a["name"] for a in config["applications"]}
+        cfg["applications"] = [a for a in cfg["applications"] if a.get("name") not in names] + list(
+            config["applications"]
+        )
+        self.client.deploy_applications(cfg)
+
 
 class RayAutoscalerCapacity:
     """`ray.autoscaler.sdk.request_resources` with one bundle per node each pool should have;

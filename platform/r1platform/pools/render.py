@@ -10,12 +10,22 @@ from rich.table import Table
 from rich.text import Text
 
 from .decisions import Decision
-from .plan_model import Plan
+from .plan_model import Plan, ServingAssignment
 from .workloads import Workloads
 
 
 def _money(x: float) -> str:
     return f"${x:,.2f}"
+
+
+def profile_label(s: ServingAssignment) -> str:
+    """`fp8(w8a8)/bf16 kv auto`: weights (FP8 kernel), activations, KV cache."""
+    if s.dtype is None:
+        return "-"
+    short = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+    act = short.get(s.dtype, s.dtype)
+    weights = f"fp8({s.fp8_kernel})/{act}" if s.quantization else act
+    return f"{weights} kv {s.kv_cache_dtype}"
 
 
 def plan_tables(plan: Plan, workloads: Workloads) -> Group:
@@ -40,6 +50,7 @@ def plan_tables(plan: Plan, workloads: Workloads) -> Group:
         "gpu",
         "replicas",
         "tp x pp",
+        "engine profile",
         "gpus",
         "capacity rps",
         "demand rps",
@@ -61,6 +72,7 @@ def plan_tables(plan: Plan, workloads: Workloads) -> Group:
             s.gpu,
             str(s.replicas),
             f"{s.tp} x {s.pp}",
+            profile_label(s),
             str(s.gpus),
             f"{s.capacity_rps:.2f}",
             f"{w.request_rate:.2f}",

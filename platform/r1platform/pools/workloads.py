@@ -4,7 +4,7 @@
 serving:
   - {name, model, request_rate, avg_input_tokens, avg_output_tokens,
      slo: {ttft_p99_s, tpot_p99_s}, gpu_types?: [..], context_tokens?, concurrency?,
-     min_replicas?, replica_rps?: {GPU: rps},
+     min_replicas?, replica_rps?: {GPU: rps}, dtype?, quantization?, kv_cache_dtype?,
      size_mix?: [{share, input_tokens, output_tokens}, ..]}
 training:
   - {name, model, gpus: {min, max}, gpu_types?: [..], priority}
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -67,6 +67,18 @@ class ServingWorkload(BaseModel):
     # GPU type and routes each class to the layouts that serve it cheapest. Absent: one class
     # at the averages. Shares must sum to 1 and the share-weighted sizes must match avg_*.
     size_mix: list[SizeClass] | None = Field(default=None, min_length=1)
+    # Engine profile choices (pools.engine_profiles); unset = the default of each pool's GPU.
+    # A pool whose GPU cannot run the choice is not offered to this deployment.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None
+    quantization: Literal["fp8", "none"] | None = None
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] | None = None
+
+    def engine_choices(self) -> dict[str, str | None]:
+        return {
+            "dtype": self.dtype,
+            "quantization": self.quantization,
+            "kv_cache_dtype": self.kv_cache_dtype,
+        }
 
     @model_validator(mode="after")
     def _mix_matches_averages(self) -> ServingWorkload:

@@ -84,6 +84,11 @@ def test_picks_cheapest_type_and_json_shape():
         "gpus",
         "capacity_rps",
         "cost_per_hour",
+        "model",
+        "dtype",
+        "quantization",
+        "kv_cache_dtype",
+        "fp8_kernel",
     }
     assert set(j["options"][0]) >= {
         "tp",

@@ -243,3 +243,25 @@ class RayServiceServeActuator:
             return [(name, was, int(replicas))]
 
         self._update(mutate)
+
+    def deploy(self, config: dict[str, Any]) -> None:
+        """Put a Serve config from `serve_config.serve_config(plan)` into serveConfigV2: its
+        applications replace those of the same name (KubeRay applies the change in place), and
+        the replica counts it sets become the controller's own, so a `helm upgrade` that resets
+        them is restored like any other count."""
+
+        def mutate(doc, owned):
+            names = {a["name"] for a in config["applications"]}
+            kept = [a for a in doc["applications"] if (a or {}).get("name") not in names]
+            if kept + list(config["applications"]) == doc["applications"]:
+                return []
+            doc["applications"] = kept + list(config["applications"])
+            changes = []
+            for name, entry in deployment_entries({"applications": config["applications"]}).items():
+                n = entry_replicas(entry)
+                if n is not None:
+                    owned[name] = n
+                    changes.append((name, None, n))
+            return changes or [("", None, 0)]
+
+        self._update(mutate)
