@@ -221,6 +221,11 @@ def control_cmd(
         )
         if kubernetes:
             parts[1].cycle = lambda: ctl.mem.cycle  # restore decisions carry the cycle
+        if not dry:
+            from .recovery import recover_before_start
+
+            # A restart (after a crash mid-reclaim, say) picks up what is in flight.
+            recover_before_start(ctl)
         if once:
             ds = ctl.step()
             p = ctl.last_plan

@@ -38,8 +38,12 @@ class ControllerLoop:
         fleet = load_fleet(d / "pools.yaml")
         wl = load_workloads(d / "workloads.yaml", fleet.catalog)
         parts = live("auto", metrics_url, dashboard, cfg.rate_window_s, configured=fleet)
+        from .recovery import recover_before_start
+
         rp = str(record_path) if record_path else None
-        return Controller(live_fleet(fleet), wl, *parts, cfg, record_path=rp)
+        ctl = Controller(live_fleet(fleet), wl, *parts, cfg, record_path=rp)
+        recover_before_start(ctl)  # a restarted actor picks up the reclaims and lends in flight
+        return ctl
 
     def run(self) -> str:
         if self.state in ("running", "failed"):

@@ -8,8 +8,9 @@ request and then never carry it out (`drop_next`), the case a reply alone cannot
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from .protocols import DeploymentLoad
 from .workloads import Workloads
@@ -50,6 +51,13 @@ class MemoryServe(FailureInjection):
     def __init__(self) -> None:
         super().__init__()
         self.replicas: dict[tuple[str, str], int] = {}
+        # TP x PP each deployment's replicas were built with (a test fills it in: the layout
+        # comes from the serving settings, not from set_replicas).
+        self.layout: dict[tuple[str, str], tuple[int, int]] = {}
+
+    def layouts(self) -> dict[tuple[str, str], tuple[int, int]]:
+        self._call("layouts")
+        return dict(self.layout)
 
     def current_replicas(self) -> dict[tuple[str, str], int]:
         self._call("current_replicas")
@@ -73,8 +81,10 @@ class MemoryCapacity(FailureInjection):
 class MemoryTraining(FailureInjection):
     """Jobs that checkpoint and release after `release_after` reads of current_gpus."""
 
-    def __init__(self, release_after: int = 1) -> None:
+    def __init__(self, release_after: int = 1, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
+        self.clock = clock
+        self.asked_at: dict[str, float] = {}  # when the pending shrink was asked
         self.gpus: dict[str, int] = {}
         self.pool: dict[str, str] = {}
         self.pending: dict[str, list[int]] = {}
@@ -107,12 +117,27 @@ class MemoryTraining(FailureInjection):
                 self.pending[job] = [target, left - 1]
         return self.gpus.get(job, 0)
 
+    def job_state(self, job: str):
+        """As a job's control actor reports it: a shrink not released yet is its pending
+        request, and a job shrunk to 0 is paused."""
+        from .recovery import JobState
+
+        self._call("job_state")
+        held = self.gpus.get(job, 0)
+        pending = None
+        if job in self.pending:
+            at = self.asked_at.get(job, 0.0)
+            pending = {"kind": "shrink", "gpus": self.pending[job][0], "pool": None, "at": at}
+        state = "paused" if held == 0 and job in self.checkpoints else "running"
+        return JobState(held, self.pool.get(job), state, pending)
+
     def request_checkpoint_and_shrink(self, job: str, gpus: int) -> None:
         self._call("request_checkpoint_and_shrink")
         if self._dropped("request_checkpoint_and_shrink"):
             return
         self.checkpoints[job] += 1
         self.pending[job] = [gpus, self.release_after]
+        self.asked_at[job] = self.clock()
 
     def grow(self, job: str, gpus: int, pool: str) -> None:
         self._call("grow")

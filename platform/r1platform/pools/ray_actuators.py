@@ -72,6 +72,19 @@ class RayServeActuator:
         self._names = names
         return out
 
+    def layouts(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """TP x PP of every `D@P` deployment: one placement-group bundle per tensor-parallel
+        rank (serving.placement); a restarted controller pins these instead of re-planning
+        the layout of replicas that already run."""
+        out = {}
+        for app in (self.client.get_serve_details().get("applications") or {}).values():
+            for name, dep in (app.get("deployments") or {}).items():
+                key = self._resolve(name)
+                bundles = (dep.get("deployment_config") or {}).get("placement_group_bundles")
+                if key is not None and bundles:
+                    out[key] = (len(bundles), 1)
+        return out
+
     def set_replicas(self, deployment: str, pool: str, replicas: int) -> None:
         """Override num_replicas of `D@P` in its app's config (adding the override if the count
         came from code) and PUT the whole config back, as a RayService update would."""
@@ -156,6 +169,18 @@ class RayActorTraining:
 
         a = self._actor(job)
         return int(ray.get(a.current_gpus.remote(), timeout=self.timeout_s)) if a else None
+
+    def job_state(self, job: str):
+        """GPUs, pool, state and the request not yet taken (a restarted controller's
+        recovery reads this); None when the job is not running."""
+        import ray
+
+        from .recovery import JobState
+
+        a = self._actor(job)
+        if a is None:
+            return None
+        return JobState.from_status(ray.get(a.status.remote(), timeout=self.timeout_s))
 
     def _require(self, job: str):
         a = self._actor(job)
