@@ -12,7 +12,19 @@ class ControllerConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="R1P_CONTROL_", extra="forbid")
 
     interval_s: float = Field(30.0, gt=0)
-    headroom: float = Field(0.15, ge=0)  # plan for this much above the estimated rate
+    # Headroom above the forecast: the prior, used until a deployment's burstiness has been
+    # measured (headroom.Burstiness); from then on it is derived from the SLO and the climbs
+    # measured within one lead time, covering headroom_quantile of them, at most headroom_max.
+    headroom: float = Field(0.15, ge=0)
+    headroom_quantile: float = Field(0.99, gt=0.5, lt=1)
+    headroom_max: float = Field(1.0, ge=0)
+    burst_window_s: float = Field(3600.0, gt=0)  # climbs older than this no longer count
+    # Holt forecast (forecast.Holt): weight of a new read in the level and of a level change in
+    # the trend.
+    forecast_alpha: float = Field(0.5, gt=0, le=1)
+    forecast_beta: float = Field(0.3, gt=0, le=1)
+    # Storage read throughput for a replica's weights, GB/s (coldstart.lead_time_s).
+    storage_gbps: float = Field(2.0, gt=0)
     # Re-target up when demand exceeds the target by this fraction ...
     up_threshold: float = Field(0.05, ge=0)
     down_threshold: float = Field(0.20, ge=0, lt=1)  # ... and down only when it falls this far
@@ -24,12 +36,16 @@ class ControllerConfig(BaseSettings):
     # Request rates are the counters' increase over this window (Prometheus rate()): longer
     # than the metrics export interval, short enough to see a burst within a cycle or two.
     rate_window_s: float = Field(30.0, gt=0)
-    # Replicas take minutes to load weights, so provision for where a rising rate will be
-    # this far ahead (linear trend of the last two reads); falling rates are not extrapolated.
-    lookahead_s: float = Field(300.0, ge=0)
+    # Replicas take minutes to start (coldstart.lead_time_s per GPU type and model), so
+    # provision for where a rising rate will be one interval plus that lead time ahead, but
+    # never further than this; falling rates are not extrapolated (0: no extrapolation).
+    lookahead_s: float = Field(900.0, ge=0)
     # Keep this share of a pool's serving GPUs un-lent so small rises need no reclaim
     # (each reclaim costs the job a checkpoint and a restart).
     lend_reserve: float = Field(0.10, ge=0)
+    # After a reclaim the next cycle comes this soon (not a full interval later), so the GPUs
+    # the job releases after its checkpoint start serving as soon as they are free.
+    reclaim_poll_s: float = Field(30.0, gt=0)
     # A lent grow the job has not taken up by then is given up (the job may be gone or its
     # workers unschedulable); until then the GPUs count as the job's.
     grow_timeout_s: float = Field(600.0, gt=0)

@@ -378,6 +378,15 @@ class Controller:
             "last_error": self.last_error,
         }
 
+    def next_wait_s(self) -> float:
+        """Seconds to the next cycle: backoff after failures; soon after a reclaim (the freed
+        GPUs are wanted by serving); otherwise the interval."""
+        if self.failures_in_a_row:
+            return self.cfg.backoff_s(self.failures_in_a_row)
+        if self.mem.pending_shrink:
+            return min(self.cfg.reclaim_poll_s, self.cfg.interval_s)
+        return self.cfg.interval_s
+
     def run(
         self,
         *,
@@ -393,5 +402,4 @@ class Controller:
             n += 1
             if once or (max_cycles is not None and n >= max_cycles):
                 return
-            wait = self.cfg.backoff_s(self.failures_in_a_row)
-            sleep(max(wait - (time.monotonic() - started), 0.0))
+            sleep(max(self.next_wait_s() - (time.monotonic() - started), 0.0))

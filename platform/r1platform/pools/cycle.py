@@ -12,8 +12,9 @@ from opentelemetry import trace
 
 from r1platform.telemetry import set_attributes
 
+from .coldstart import lead_time_s
 from .control_config import ControllerConfig
-from .demand import Memory, forecast_rates, target_rates
+from .demand import Memory, observe_rates, target_rates
 from .errors import PoolsError
 from .fleet import Fleet
 from .plan_model import Plan, PlanRequest
@@ -84,8 +85,9 @@ def plan_request(
     plan request that keeps running replicas, layouts and jobs where they are."""
     now = obs.now
     prev_rates = dict(mem.rates)
-    rates = target_rates(obs.loads, mem, now, cfg, defaults)
-    mem.forecast = forecast_rates(obs.loads, mem, now, cfg.interval_s)
+    leads = lead_times(obs, cfg)
+    observe_rates(obs.loads, mem, now, cfg, leads)
+    rates = target_rates(obs.loads, mem, now, cfg, defaults, leads)
     # Keep running replicas in place unless this deployment's target fell: scale-ups add
     # capacity where it is cheapest, and only scale-downs re-pack the placement.
     keep = {
@@ -94,7 +96,6 @@ def plan_request(
         if rates.get(k[0], 0.0) >= prev_rates.get(k[0], 0.0)
     }
     job_pools = {j: q for j, q in mem.job_pool.items() if obs.training_now.get(j, 0)}
-    mem.seen = {k: (now, v.request_rate) for k, v in obs.loads.items()}
     for name, r in rates.items():
         if r > mem.rates.get(name, r - 1):
             mem.last_up[name] = now
@@ -110,6 +111,21 @@ def plan_request(
         time_limit_s=cfg.plan_time_limit_s,
         mip_gap=cfg.mip_gap,
     )
+
+
+def lead_times(obs: Observation, cfg: ControllerConfig) -> dict[str, float]:
+    """Per deployment, the longest cold start over the GPU types it may start on: the pools it
+    runs in now, or every pool of the fleet before it runs anywhere (scaling up may land on
+    any of them)."""
+    cat = obs.fleet.catalog
+    all_pools = {q.name: q.gpu for q in obs.fleet.pools}
+    out = {}
+    for w in obs.workloads.serving:
+        pools = {q for (d, q), n in obs.serving_now.items() if d == w.name and n > 0}
+        gpus = {all_pools[q] for q in pools if q in all_pools} or set(all_pools.values())
+        leads = [lead_time_s(w.model, cat[g], 1, cfg.storage_gbps) for g in gpus if g in cat]
+        out[w.name] = max(leads, default=0.0)
+    return out
 
 
 def plan_avoiding_reclaim(

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .control_config import ControllerConfig
+from .forecast import Holt
+from .headroom import Burstiness
 from .protocols import DeploymentLoad
 
 
@@ -15,7 +17,9 @@ class Memory:
     """What the loop remembers between cycles (the only mutable state of the policy)."""
 
     rates: dict[str, float] = field(default_factory=dict)
-    seen: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> (t, rate)
+    fc: dict[str, Holt] = field(default_factory=dict)  # load forecast per deployment
+    bursts: dict[str, Burstiness] = field(default_factory=dict)  # measured climbs
+    headroom: dict[str, float] = field(default_factory=dict)  # last headroom applied
     wants: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # recent demand
     last_up: dict[str, float] = field(default_factory=dict)
     last_reclaim: dict[str, float] = field(default_factory=dict)
@@ -29,12 +33,38 @@ class Memory:
     cycle: int = 0
 
 
-def demand(load: DeploymentLoad, cfg: ControllerConfig, slope: float = 0.0) -> float:
-    """Rate to provision for: arrivals (extrapolated over the lookahead when rising) plus what
-    it takes to drain the queue, plus headroom."""
-    # At most double: a step change is a burst, not a trend to extrapolate forever.
-    rate = load.request_rate + min(max(slope, 0.0) * cfg.lookahead_s, load.request_rate)
-    return (rate + load.queued / cfg.queue_drain_s) * (1 + cfg.headroom)
+def demand(load: DeploymentLoad, cfg: ControllerConfig, rise: float = 0.0, headroom=None) -> float:
+    """Rate to provision for: arrivals plus the rise forecast over the horizon (at most
+    double: a step change is a burst, not a trend to extrapolate forever), plus what it takes
+    to drain the queue, plus headroom (the configured prior unless a measured one is given)."""
+    h = cfg.headroom if headroom is None else headroom
+    rate = load.request_rate + min(max(rise, 0.0), load.request_rate)
+    return (rate + load.queued / cfg.queue_drain_s) * (1 + h)
+
+
+def horizon_s(cfg: ControllerConfig, lead_s: float) -> float:
+    """How far ahead a replica asked for now starts serving: the next cycle plus its cold
+    start, capped by lookahead_s (0 turns extrapolation off)."""
+    return min(cfg.interval_s + lead_s, cfg.lookahead_s)
+
+
+def observe_rates(
+    loads: Mapping[str, DeploymentLoad],
+    mem: Memory,
+    now: float,
+    cfg: ControllerConfig,
+    leads: Mapping[str, float],
+) -> None:
+    """Fold this cycle's reads into each deployment's forecast and burstiness, and note the
+    rate expected at the next cycle (what forecast_error judges)."""
+    for name, load in loads.items():
+        fc = mem.fc.setdefault(name, Holt(cfg.forecast_alpha, cfg.forecast_beta))
+        fc.update(now, load.request_rate)
+        h = horizon_s(cfg, leads.get(name, 0.0))
+        expected = load.request_rate + min(fc.rise(h), load.request_rate)
+        b = mem.bursts.setdefault(name, Burstiness(cfg.burst_window_s))
+        b.observe(now, load.request_rate, expected if fc.reads >= 2 else None, h)
+        mem.forecast[name] = fc.predict(cfg.interval_s)
 
 
 def target_rates(
@@ -43,6 +73,7 @@ def target_rates(
     now: float,
     cfg: ControllerConfig,
     defaults: Mapping[str, float],
+    leads: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
     """Hysteresis: move up at once when demand passes the band; move down only after the
     cooldown since the last rise, only to the highest demand seen over the last
@@ -53,11 +84,11 @@ def target_rates(
     for name, default in defaults.items():
         prev = mem.rates.get(name)
         load = loads.get(name)
-        slope = 0.0
-        if load is not None and name in mem.seen and now > mem.seen[name][0]:
-            t0, r0 = mem.seen[name]
-            slope = (load.request_rate - r0) / (now - t0)
-        want = demand(load, cfg, slope) if load is not None else default
+        fc, b = mem.fc.get(name), mem.bursts.get(name)
+        rise = fc.rise(horizon_s(cfg, (leads or {}).get(name, 0.0))) if fc else 0.0
+        h = b.headroom(cfg.headroom_quantile, cfg.headroom, cfg.headroom_max) if b else None
+        want = demand(load, cfg, rise, h) if load is not None else default
+        mem.headroom[name] = cfg.headroom if h is None else h
         hist = [(t, w) for t, w in mem.wants.get(name, []) if now - t < cfg.down_stabilization_s]
         hist.append((now, want))
         mem.wants[name] = hist
@@ -69,22 +100,6 @@ def target_rates(
             out[name] = stable
         else:
             out[name] = prev
-    return out
-
-
-def forecast_rates(
-    loads: Mapping[str, DeploymentLoad], mem: Memory, now: float, horizon_s: float
-) -> dict[str, float]:
-    """Arrival rate expected `horizon_s` from now by the same trend `demand` provisions for
-    (rising rates extrapolated, at most doubled; falling ones held)."""
-    out = {}
-    for name, load in loads.items():
-        slope = 0.0
-        if name in mem.seen and now > mem.seen[name][0]:
-            t0, r0 = mem.seen[name]
-            slope = (load.request_rate - r0) / (now - t0)
-        rise = min(max(slope, 0.0) * horizon_s, load.request_rate)
-        out[name] = load.request_rate + rise
     return out
 
 

@@ -2,15 +2,20 @@
 fleet, run under the r1p controller and three baselines in the same run.
 
 Policies (sim_policies, one `Policy` each; the engine here only calls start and control)
-- "r1p": the real `Controller` (planner + hysteresis + checkpoint-then-shrink) driving
-  simulated actuators, so what is measured is the code that runs on clusters.
-- "static": serving provisioned once for the trace's peak at the cost-optimal placement; the
-  rest of the fleet is a fixed training partition.
-- "single-type": the r1p controller on a fleet of one GPU type with the same GPU count.
-- "first-fit": what Ray Serve's replica autoscaler + Ray's autoscaler do: replica counts follow
-  load, each new replica goes to the first pool (fleet order) with room and no cost model, and
-  reclaiming GPUs from training suspends the whole job (Kueue-style preemption), losing the
-  work since its last periodic checkpoint.
+- "r1p": the real `Controller` (forecast + measured headroom + cold-start lead, planner,
+  hysteresis, checkpoint-then-shrink) driving simulated actuators, so what is measured is the
+  code that runs on clusters.
+- "static": serving provisioned once, at the cost-optimal placement, for a quantile of the
+  trace's load (the knob); the rest of the fleet is a fixed training partition.
+- "first-fit-catalog" / "first-fit-cheapest": what Ray Serve's replica autoscaler + Ray's
+  autoscaler do, with a headroom knob: replicas follow load, each new one goes to the first
+  pool with room (fleet order, or cheapest $ per rps first); reclaiming GPUs from training
+  suspends whole jobs (Kueue-style), losing the work since their last periodic checkpoint.
+- "single-type": first-fit-cheapest on a fleet of one GPU type with the same GPU count.
+- "clairvoyant": the planner every interval on the true coming rates, instant starts.
+
+SLO attainment is the share of requests whose TTFT and TPOT both meet the workload's p99
+targets.
 
 Events (heap, time-ordered): load ticks, control cycles, replica-ready, checkpoint-done, job
 arrival. Serving within a tick: requests up to the ready replicas' SLO capacity meet the SLO
@@ -29,12 +34,13 @@ import time
 from collections import defaultdict
 
 from .fleet import Fleet, Pool
-from .sim_policies import FirstFitPolicy, Policy, R1pPolicy, StaticPolicy
+from .sim_policies import ClairvoyantPolicy, FirstFitPolicy, Policy, R1pPolicy, StaticPolicy
 from .sim_state import JobSpec, Result, SimConfig, SimJob, SimState, mix_capacity
 from .trace import Trace
 from .workloads import ServingWorkload
 
 __all__ = [
+    "ClairvoyantPolicy",
     "FirstFitPolicy",
     "JobSpec",
     "Policy",
@@ -71,8 +77,8 @@ def _tick(st: SimState, serving: list[ServingWorkload], trace: Trace, rng: rando
             cap_by_d[d] += st.mix_cache[key]
     busy = 0.0
     served_ok = total = 0.0
-    for w in serving:
-        rate = w.request_rate * trace.at(st.now) * rng.uniform(0.97, 1.03)
+    for i, w in enumerate(serving):
+        rate = w.request_rate * trace.at(st.now, i) * rng.uniform(0.97, 1.03)
         st.observed[w.name] = rate
         arrivals = rate * dt + st.backlog[w.name]
         can = cap_by_d[w.name] * dt
@@ -88,6 +94,8 @@ def _tick(st: SimState, serving: list[ServingWorkload], trace: Trace, rng: rando
     serving_gpus = sum(gpus_by_d.values())
     res.idle_gpu_hours += (fleet_gpus - serving_gpus) * dt / 3600
     for j in st.jobs.values():
+        if j.gpus >= j.spec.min_gpus:
+            j.reached_min = True
         if j.done or not j.gpus:
             continue
         if j.shrink_to is not None and st.now >= j.busy_until:
@@ -103,6 +111,7 @@ def _tick(st: SimState, serving: list[ServingWorkload], trace: Trace, rng: rando
         work = j.gpus * dt / 3600
         j.progress += work
         res.harvested_gpu_hours += work
+        res.harvested_value += work * st.price(j.pool)
         busy += j.gpus
         if st.now - j.last_ckpt_t >= st.cfg.checkpoint_every_s:
             j.saved, j.last_ckpt_t = j.progress, st.now
@@ -142,8 +151,8 @@ def simulate(
     ctl_wall = 0.0
     n_ctl = 0
     wall0 = time.perf_counter()
-    for w in serving:
-        st.observed[w.name] = w.request_rate * trace.at(0.0)
+    for i, w in enumerate(serving):
+        st.observed[w.name] = w.request_rate * trace.at(0.0, i)
     while events:
         st.now, _, kind = heapq.heappop(events)
         if kind == "tick":
@@ -153,11 +162,22 @@ def simulate(
         policy.control(st, serving)
         ctl_wall += time.perf_counter() - t0
         n_ctl += 1
+        # A policy may ask for an extra cycle before the next regular one (r1p after a reclaim).
+        wake = getattr(policy, "next_control_s", None)
+        if wake is not None:
+            at = st.now + wake()
+            regular = (math.floor(st.now / cfg.control_interval_s) + 1) * cfg.control_interval_s
+            if at < regular - 1.0 and at < cfg.duration_s:
+                heapq.heappush(events, (at, seq, "control"))
+                seq += 1
     res = st.res
     total = getattr(res, "slo_attainment_total", 0.0)
     res.slo_attainment = res.slo_attainment / total if total else 1.0
     res.utilisation /= max(int(cfg.duration_s // cfg.tick_s), 1)
     res.decisions = n_ctl
+    arrived = [j for j in st.jobs.values() if j.spec.arrival_s < cfg.duration_s]
+    res.jobs_arrived = len(arrived)
+    res.jobs_min_share = sum(j.reached_min for j in arrived)
     res.decisions_per_s = n_ctl / ctl_wall if ctl_wall else math.inf
     res.wall_s = time.perf_counter() - wall0
     return res
@@ -201,17 +221,15 @@ def run_all(
     cfg: SimConfig | None = None,
     single_gpu: str = "H100",
 ) -> list[Result]:
+    """Every policy once at its default knob (the equal-SLO search is sim_search's)."""
     cfg = cfg or SimConfig()
-    return [
-        simulate(R1pPolicy(), fleet, serving, jobs, trace, cfg),
-        simulate(StaticPolicy(), fleet, serving, jobs, trace, cfg),
-        simulate(
-            R1pPolicy("single-type"),
-            single_type_fleet(fleet, single_gpu),
-            serving,
-            jobs,
-            trace,
-            cfg,
-        ),
-        simulate(FirstFitPolicy(), fleet, serving, jobs, trace, cfg),
+    single = single_type_fleet(fleet, single_gpu)
+    runs: list[tuple[Policy, Fleet]] = [
+        (R1pPolicy(), fleet),
+        (StaticPolicy(), fleet),
+        (FirstFitPolicy("cheapest", name="single-type"), single),
+        (FirstFitPolicy("catalog"), fleet),
+        (FirstFitPolicy("cheapest"), fleet),
+        (ClairvoyantPolicy(), fleet),
     ]
+    return [simulate(p, f, serving, jobs, trace, cfg) for p, f in runs]

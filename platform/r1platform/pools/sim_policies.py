@@ -1,14 +1,17 @@
-"""The simulator's policies, one `Policy` each: the r1p controller and the two baselines
-(static peak provisioning, Ray-style first-fit). The engine (sim.simulate) calls `start` once
-and `control` at every control event; it knows nothing else about them."""
+"""The simulator's policies, one `Policy` each: the r1p controller, the baselines (static
+split, Ray-style first-fit, each with a headroom knob the bench searches) and the clairvoyant
+reference. The engine (sim.simulate) calls `start` once and `control` at every control event;
+it knows nothing else about them."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from typing import Protocol
 
 from .control_config import ControllerConfig
 from .controller import Controller
+from .errors import PoolsError
 from .options import build_options
 from .plan_model import Option, PlanRequest
 from .planner import plan
@@ -33,8 +36,9 @@ class R1pPolicy:
     actuators, so what is measured is the code that runs on clusters. "single-type" is this
     policy on a fleet of one GPU type."""
 
-    def __init__(self, name: str = "r1p") -> None:
+    def __init__(self, name: str = "r1p", **tuning: float) -> None:
         self.name = name
+        self.tuning = tuning  # ControllerConfig fields (tuned on the synthetic trace only)
         self.ctl: Controller | None = None
 
     def start(self, st: SimState, serving: list[ServingWorkload], trace: Trace) -> None:
@@ -49,7 +53,10 @@ class R1pPolicy:
             _SimCapacity(),
             _SimTraining(st),
             ControllerConfig(
-                interval_s=cfg.control_interval_s, headroom=cfg.headroom, down_cooldown_s=300.0
+                interval_s=cfg.control_interval_s,
+                down_cooldown_s=300.0,
+                storage_gbps=cfg.load_gbps,
+                **self.tuning,
             ),
             record=False,
             clock=lambda: st.now,
@@ -61,44 +68,132 @@ class R1pPolicy:
         self.ctl.workloads = Workloads(serving=serving, training=_training_workloads(st))
         self.ctl.step()
 
+    def next_control_s(self) -> float:
+        """When the controller wants its next cycle (sooner than the interval after a reclaim)."""
+        assert self.ctl is not None, "start() first"
+        return self.ctl.next_wait_s()
+
 
 class StaticPolicy:
-    """Serving provisioned once for the trace's peak at the cost-optimal placement; the rest
-    of the fleet is a fixed training partition (FIFO admission)."""
+    """Serving provisioned once, at the cost-optimal placement, for the `quantile` of each
+    deployment's load over the trace times (1 + headroom) (quantile 1.0: the peak all day);
+    the rest of the fleet is a fixed training partition (FIFO admission). The knob is the
+    quantile: the bench searches the lowest that meets the SLO."""
 
     name = "static"
 
+    def __init__(self, quantile: float = 1.0, headroom: float = 0.0) -> None:
+        self.quantile, self.headroom = quantile, headroom
+
     def start(self, st: SimState, serving: list[ServingWorkload], trace: Trace) -> None:
-        peak = {w.name: w.request_rate * trace.peak * (1 + st.cfg.headroom) for w in serving}
-        p = plan(PlanRequest(st.fleet, Workloads(serving=serving, training=[]), rates=peak))
-        for s in p.serving:
-            caps = class_caps_of(p, s.deployment, s.pool, s.tp, s.pp)
-            for _ in range(s.replicas):
-                st.replicas.append(
-                    Replica(
-                        s.deployment,
-                        s.pool,
-                        s.gpus // s.replicas,
-                        s.capacity_rps / s.replicas,
-                        s.cost_per_hour / s.replicas,
-                        0.0,
-                        caps,
-                    )
-                )
+        n = int(st.cfg.duration_s // trace.tick_s) or 1
+        rates = {}
+        for i, w in enumerate(serving):
+            seen = sorted(trace.at(k * trace.tick_s, i) for k in range(n))
+            q = seen[min(int(self.quantile * len(seen)), len(seen) - 1)]
+            rates[w.name] = w.request_rate * q * (1 + self.headroom)
+        p = plan(PlanRequest(st.fleet, Workloads(serving=serving, training=[]), rates=rates))
+        _install(st, p, ready_at=0.0)
 
     def control(self, st: SimState, serving: list[ServingWorkload]) -> None:
         admit_fifo(st)
 
 
+class ClairvoyantPolicy:
+    """The reference: the planner run every interval on the true mean rate of the coming
+    interval (times 1 + headroom), no lag, replicas that start instantly, training resized
+    instantly and without loss. Peaks inside an interval stay invisible to it, so it too gets
+    a headroom knob searched to the same SLO as everyone else."""
+
+    name = "clairvoyant"
+
+    def __init__(self, headroom: float = 0.0) -> None:
+        self.headroom = headroom
+        self.trace: Trace | None = None
+
+    def start(self, st: SimState, serving: list[ServingWorkload], trace: Trace) -> None:
+        self.trace = trace
+
+    def control(self, st: SimState, serving: list[ServingWorkload]) -> None:
+        tr = self.trace
+        assert tr is not None, "start() first"
+        ticks = range(
+            int(st.now // tr.tick_s), int((st.now + st.cfg.control_interval_s) // tr.tick_s)
+        )
+        rates = {
+            w.name: w.request_rate
+            * sum(tr.at(k * tr.tick_s, i) for k in ticks)
+            / max(len(ticks), 1)
+            * (1 + self.headroom)
+            for i, w in enumerate(serving)
+        }
+        req = PlanRequest(st.fleet, Workloads(serving=serving, training=[]), rates=rates)
+        try:
+            p = plan(replace(req, mip_gap=1e-3, time_limit_s=5.0))  # the controller's gap
+        except PoolsError:
+            return  # nothing can carry it: keep what runs
+        st.replicas.clear()
+        _install(st, p, ready_at=st.now)
+        _fill_training(st)
+
+
+def _install(st: SimState, p, ready_at: float) -> None:
+    for s in p.serving:
+        caps = class_caps_of(p, s.deployment, s.pool, s.tp, s.pp)
+        for _ in range(s.replicas):
+            st.replicas.append(
+                Replica(
+                    s.deployment,
+                    s.pool,
+                    s.gpus // s.replicas,
+                    s.capacity_rps / s.replicas,
+                    s.cost_per_hour / s.replicas,
+                    ready_at,
+                    caps,
+                )
+            )
+
+
+def _fill_training(st: SimState) -> None:
+    """Instant, lossless resize: every running job keeps its pool if its minimum still fits
+    there, jobs by priority take what is free (up to their maximum)."""
+    free = st.cap()
+    for r in st.replicas:
+        free[r.pool] -= r.gpus
+    order = sorted(
+        (j for j in st.jobs.values() if not j.done and j.spec.arrival_s <= st.now),
+        key=lambda j: (-j.spec.priority, j.spec.arrival_s, j.spec.name),
+    )
+    for j in order:
+        pools = [j.pool] if j.pool else []
+        pools += [
+            p.name
+            for p in st.fleet.pools
+            if p.name != j.pool and (not j.spec.gpu_types or p.gpu in j.spec.gpu_types)
+        ]
+        j.gpus, j.pool = 0, None
+        for q in pools:
+            if free[q] >= j.spec.min_gpus:
+                j.gpus, j.pool = min(j.spec.max_gpus, free[q]), q
+                free[q] -= j.gpus
+                break
+
+
 class FirstFitPolicy:
-    """What Ray Serve's replica autoscaler + Ray's autoscaler do: replica counts follow load,
-    each new replica goes to the first pool (fleet order) with room and no cost model, and
-    reclaiming GPUs from training suspends the whole job (Kueue-style preemption), losing the
-    work since its last periodic checkpoint."""
+    """What Ray Serve's replica autoscaler + Ray's autoscaler do: replica counts follow load
+    times (1 + headroom), each new replica goes to the first pool with room, and reclaiming
+    GPUs from training suspends the whole job (Kueue-style preemption), losing the work since
+    its last periodic checkpoint. Order "catalog": cost-blind, pools as the fleet lists them,
+    the smallest layout in each; "cheapest": pools and layouts by $ per rps. On a fleet of one
+    GPU type, "cheapest" is the single-type baseline."""
 
-    name = "first-fit"
-
-    def __init__(self) -> None:
+    def __init__(
+        self, order: str = "catalog", headroom: float | None = None, name: str | None = None
+    ) -> None:
+        if order not in ("catalog", "cheapest"):
+            raise ValueError(f"first-fit order must be catalog or cheapest, got {order!r}")
+        self.name = name or f"first-fit-{order}"
+        self.order, self.headroom = order, headroom
         self.options: dict[str, list[Option]] = {}
         self.last_up: dict[str, float] = {}
 
@@ -112,15 +207,22 @@ class FirstFitPolicy:
                 self.options.setdefault(o.deployment, []).append(o)
         order = {p.name: i for i, p in enumerate(st.fleet.pools)}
         for d, opts in self.options.items():
-            # Ray picks the node type that fits the request, not the cheapest: per pool the
-            # smallest layout, pools in the order the cluster config lists them.
-            smallest = {}
-            for o in sorted(opts, key=lambda o: (o.gpus_per_replica, o.tp)):
-                smallest.setdefault(o.pool, o)
-            self.options[d] = sorted(smallest.values(), key=lambda o: order[o.pool])
+            if self.order == "catalog":
+                # Ray picks the node type that fits the request, not the cheapest: per pool
+                # the smallest layout, pools in the order the cluster config lists them.
+                key = lambda o: (o.gpus_per_replica, o.tp)  # noqa: E731
+                pool_key = lambda o: order[o.pool]  # noqa: E731
+            else:
+                # Cost-aware: per pool the layout with the lowest $ per rps, cheapest first.
+                key = pool_key = lambda o: o.replica_cost_per_hour / o.replica_capacity_rps
+            best = {}
+            for o in sorted(opts, key=key):
+                best.setdefault(o.pool, o)
+            self.options[d] = sorted(best.values(), key=pool_key)
 
     def control(self, st: SimState, serving: list[ServingWorkload]) -> None:
-        _first_fit_control(st, serving, self.options, self.last_up)
+        h = st.cfg.headroom if self.headroom is None else self.headroom
+        _first_fit_control(st, serving, self.options, self.last_up, h)
 
 
 # ------------------------------------------------------------------ simulated actuators
@@ -161,7 +263,7 @@ class _SimServe:
                     per,
                     s.capacity_rps / s.replicas,
                     s.cost_per_hour / s.replicas,
-                    self.st.now + self.st.startup_s(self.models[deployment]),
+                    self.st.now + self.st.startup_s(self.models[deployment], pool, s.tp),
                     caps,
                 )
             )
@@ -226,11 +328,12 @@ def admit_fifo(st: SimState) -> None:
                 break
 
 
-def _first_fit_control(st: SimState, serving, options: dict[str, list[Option]], last_up) -> None:
-    cfg = st.cfg
+def _first_fit_control(
+    st: SimState, serving, options: dict[str, list[Option]], last_up, headroom: float
+) -> None:
     for w in serving:
         want = (st.observed.get(w.name, w.request_rate) + st.backlog[w.name] / 30.0) * (
-            1 + cfg.headroom
+            1 + headroom
         )
         mine = [r for r in st.replicas if r.deployment == w.name]
         have = sum(r.cap_rps for r in mine)
@@ -265,7 +368,7 @@ def _first_fit_control(st: SimState, serving, options: dict[str, list[Option]], 
                     o.gpus_per_replica,
                     o.replica_capacity_rps,
                     o.replica_cost_per_hour,
-                    st.now + st.startup_s(w.model),
+                    st.now + st.startup_s(w.model, o.pool, o.tp),
                     o.class_capacity_rps,
                 )
             )

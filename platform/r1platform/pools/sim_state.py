@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linprog
 
-from .fit import model_spec
+from .coldstart import lead_time_s
 from .fleet import Fleet
 
 
@@ -23,7 +23,7 @@ class SimConfig:
     checkpoint_s: float = 60.0  # time to write a checkpoint before releasing GPUs
     checkpoint_every_s: float = 1800.0  # periodic checkpoints (what a preemption falls back to)
     restart_s: float = 120.0  # a job resizing or resuming does no work for this long
-    load_gbps: float = 2.0  # replica start: 30 s + weights read at this rate
+    load_gbps: float = 2.0  # storage read rate for a replica's weights (coldstart)
 
 
 @dataclass
@@ -45,13 +45,21 @@ class Result:
     slo_attainment: float = 0.0
     utilisation: float = 0.0
     harvested_gpu_hours: float = 0.0
+    harvested_value: float = 0.0  # those GPU-hours at their pool's $ per GPU-hour
     idle_gpu_hours: float = 0.0  # fleet GPU-hours serving did not hold
+    jobs_arrived: int = 0
+    jobs_min_share: int = 0  # arrived jobs that held at least their minimum GPUs at some point
     preemptions: int = 0  # checkpoint-and-shrink (r1p) or suspend (first-fit)
     lost_gpu_hours: float = 0.0  # training work redone after preemption
     jobs_done: int = 0
     decisions: int = 0
     decisions_per_s: float = 0.0
     wall_s: float = 0.0
+
+    @property
+    def net_cost(self) -> float:
+        """Serving $ less the value of the training it let through (GPU-hours at pool price)."""
+        return self.cost - self.harvested_value
 
     @property
     def harvest_share(self) -> float:
@@ -69,6 +77,7 @@ class SimJob:
     busy_until: float = 0.0  # checkpointing or restarting: holds GPUs, no progress
     shrink_to: int | None = None
     done: bool = False
+    reached_min: bool = False
 
 
 @dataclass
@@ -93,6 +102,7 @@ class SimState:
     observed: dict[str, float] = field(default_factory=dict)
     res: Result = field(default_factory=lambda: Result("?"))
     mix_cache: dict = field(default_factory=dict)
+    lead_cache: dict = field(default_factory=dict)
 
     def cap(self) -> dict[str, int]:
         return {p.name: p.gpus_capacity for p in self.fleet.pools}
@@ -106,8 +116,20 @@ class SimState:
                 u[j.pool] += j.gpus
         return u
 
-    def startup_s(self, model: str) -> float:
-        return 30.0 + model_spec(model).weight_bytes / (self.cfg.load_gbps * 1e9)
+    def price(self, pool: str | None) -> float:
+        for p in self.fleet.pools:
+            if p.name == pool:
+                return self.fleet.price(p)
+        return 0.0
+
+    def startup_s(self, model: str, pool: str, tp: int = 1) -> float:
+        """Cold start of a replica of `model` on `tp` GPUs of `pool` (coldstart.lead_time_s:
+        weight load, engine start, warm-up), cached: it is asked for every replica started."""
+        key = (model, pool, tp)
+        if key not in self.lead_cache:
+            gpu = self.fleet.catalog[next(p.gpu for p in self.fleet.pools if p.name == pool)]
+            self.lead_cache[key] = lead_time_s(model, gpu, tp, self.cfg.load_gbps)
+        return self.lead_cache[key]
 
 
 def mix_capacity(shares: list[float], groups: list[tuple[tuple[float, ...], int]]) -> float:

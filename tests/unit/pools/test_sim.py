@@ -7,21 +7,25 @@ from r1platform.pools import scenarios, sim, trace
 from r1platform.pools.errors import PoolsConfigError
 
 
-def test_azure_sample_trace_parses():
-    t = trace.azure_csv(trace.SAMPLE_CSV, 60)
-    assert len(t.shape) == 30  # the sample spans 30 minutes
-    assert sum(t.shape) / len(t.shape) == pytest.approx(1.0)
-    assert 500 < t.avg_input_tokens < 3000 and 100 < t.avg_output_tokens < 1000
-
-
-def test_azure_trace_errors_name_the_file(tmp_path):
+def test_azure_errors_name_the_file_line_and_field(tmp_path):
     p = tmp_path / "t.csv"
     p.write_text("TIMESTAMP,ContextTokens\n2023-11-16 18:00:00.0000000,5\n")
     with pytest.raises(PoolsConfigError, match="missing column"):
         trace.azure_csv(p, 60)
-    p.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\nnot-a-time,x,1\n")
-    with pytest.raises(PoolsConfigError, match="bad row at line 2"):
+    p.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\nnot-a-time,1,1\n")
+    with pytest.raises(PoolsConfigError, match="line 2: TIMESTAMP 'not-a-time'"):
         trace.azure_csv(p, 60)
+    p.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n0,5,1\n1,x,1\n")
+    with pytest.raises(PoolsConfigError, match="line 3: ContextTokens 'x' is not a number"):
+        trace.azure_csv(p, 60)
+    p.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n0,5,-1\n")
+    with pytest.raises(PoolsConfigError, match="GeneratedTokens '-1' must be a finite count"):
+        trace.azure_csv(p, 60)
+    p.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n")
+    with pytest.raises(PoolsConfigError, match="no rows"):
+        trace.azure_csv(p, 60)
+    with pytest.raises(PoolsConfigError, match=r"nope\.csv"):
+        trace.azure_csv(tmp_path / "nope.csv", 60)
 
 
 def test_synthetic_trace_is_seeded_and_diurnal():
@@ -44,7 +48,14 @@ def results():
 
 def test_all_policies_report_sane_metrics(results):
     res, gpus, cfg = results
-    assert set(res) == {"r1p", "static", "single-type", "first-fit"}
+    assert set(res) == {
+        "r1p",
+        "static",
+        "single-type",
+        "first-fit-catalog",
+        "first-fit-cheapest",
+        "clairvoyant",
+    }
     hours = cfg.duration_s / 3600
     for r in res.values():
         assert 0.0 <= r.slo_attainment <= 1.0
@@ -52,11 +63,14 @@ def test_all_policies_report_sane_metrics(results):
         assert 0.0 <= r.harvested_gpu_hours <= r.idle_gpu_hours + 1e-6
         assert r.idle_gpu_hours <= gpus * hours + 1e-6
         assert r.cost > 0
-    # Static provisions for the trace's peak all day; autoscaling policies pay less.
-    assert res["r1p"].cost < res["static"].cost
     assert res["static"].preemptions == 0
-    # r1p shrinks with a checkpoint first: it never loses work; first-fit suspends jobs.
-    assert res["r1p"].lost_gpu_hours == 0
+    # r1p shrinks with a checkpoint first: it never loses work; the clairvoyant resizes for free.
+    assert res["r1p"].lost_gpu_hours == 0 == res["clairvoyant"].lost_gpu_hours
+    # The reference knows the future and starts instantly: it pays least for as much SLO.
+    assert res["clairvoyant"].cost < res["static"].cost
+    for r in res.values():
+        assert r.jobs_min_share <= r.jobs_arrived
+        assert r.harvested_value == pytest.approx(r.cost - r.net_cost)
 
 
 def test_simulation_is_deterministic(results):
@@ -67,15 +81,15 @@ def test_simulation_is_deterministic(results):
     cfg = sim.SimConfig(duration_s=4 * 3600, control_interval_s=300, seed=2)
     tr = trace.synthetic(86400, cfg.tick_s, 2)
     again = sim.simulate(
-        sim.FirstFitPolicy(),
+        sim.FirstFitPolicy("catalog"),
         fleet,
         list(wl.serving),
         sim.job_queue(4, 2, cfg.duration_s, gpus),
         tr,
         cfg,
     )
-    assert again.cost == res["first-fit"].cost
-    assert again.harvested_gpu_hours == res["first-fit"].harvested_gpu_hours
+    assert again.cost == res["first-fit-catalog"].cost
+    assert again.harvested_gpu_hours == res["first-fit-catalog"].harvested_gpu_hours
 
 
 class IdlePolicy:

@@ -1,0 +1,83 @@
+"""The controller's demand side: Holt forecast, headroom from measured climbs, cold-start lead."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from r1platform.pools.catalog import load_catalog
+from r1platform.pools.coldstart import cold_start, lead_time_s
+from r1platform.pools.control_config import ControllerConfig
+from r1platform.pools.demand import Memory, horizon_s, observe_rates, target_rates
+from r1platform.pools.forecast import Holt
+from r1platform.pools.headroom import Burstiness
+from r1platform.pools.protocols import DeploymentLoad
+
+
+def test_holt_follows_a_ramp_and_extrapolates_it():
+    f = Holt(alpha=0.5, beta=0.3)
+    for k in range(30):
+        f.update(60.0 * k, 10.0 + 0.1 * 60 * k)  # +6 rps per minute
+    assert f.level == pytest.approx(10 + 6 * 29, rel=0.02)
+    assert f.trend == pytest.approx(0.1, rel=0.05)
+    assert f.predict(300) == pytest.approx(f.level + 30, rel=0.05)
+    assert f.rise(300) > 25
+    flat = Holt()
+    for k in range(10):
+        flat.update(60.0 * k, 5.0)
+    assert flat.predict(600) == pytest.approx(5.0) and flat.rise(600) == 0.0
+
+
+def test_holt_seasonal_once_a_season_is_seen():
+    f = Holt(alpha=0.5, beta=0.1, season_s=3600)
+    day = [10.0 if (t % 3600) < 1800 else 20.0 for t in range(0, 3 * 3600, 60)]
+    for k, r in enumerate(day):
+        f.update(60.0 * k, r)
+    # t = 3 h - 60 s sits in the high half; the season says the rate halves within 120 s.
+    assert f.predict(120) == pytest.approx(10.0, rel=0.1)
+
+
+def test_headroom_covers_the_quantile_of_measured_climbs():
+    b = Burstiness(window_s=3600)
+    assert b.headroom(0.99, prior=0.15, cap=1.0) == 0.15  # nothing measured yet: the prior
+    for k in range(40):  # steady: every climb is +5%
+        b.observe(60.0 * k, 10.5, forecast=10.0, horizon_s=60)
+    steady = b.headroom(0.99, prior=0.15, cap=1.0)
+    assert steady == pytest.approx(0.05, abs=0.01)
+    bursty = Burstiness(window_s=3600)
+    for k in range(40):
+        bursty.observe(60.0 * k, 20.0 if k % 8 == 0 else 10.0, forecast=10.0, horizon_s=60)
+    high = bursty.headroom(0.99, prior=0.15, cap=1.0)
+    assert steady < bursty.headroom(0.9, prior=0.15, cap=1.0) < high <= 1.0
+    # Old climbs leave the window: after an hour of calm the headroom comes back down.
+    for k in range(40, 110):
+        bursty.observe(60.0 * k, 10.5, forecast=10.0, horizon_s=60)
+    assert bursty.headroom(0.99, prior=0.15, cap=1.0) == pytest.approx(0.05, abs=0.01)
+
+
+def test_cold_start_grows_with_model_size_and_slower_gpus():
+    cat = load_catalog()
+    small = cold_start("r1-distill-qwen-1.5b", cat["H100"])
+    big = cold_start("r1-distill-llama-70b", cat["H100"])
+    assert big.load_s > 10 * small.load_s  # weights from storage dominate for large models
+    assert lead_time_s("r1-distill-llama-70b", cat["T4"]) > big.total_s  # slower warm-up
+    assert cold_start("r1-distill-llama-70b", cat["H100"], tp=4).engine_s > big.engine_s
+    assert lead_time_s("r1-distill-llama-70b", cat["H100"], storage_gbps=4) < big.total_s
+    with pytest.raises(ValueError, match="storage_gbps"):
+        cold_start("r1-distill-qwen-1.5b", cat["H100"], storage_gbps=0)
+
+
+def test_demand_scales_ahead_by_the_lead_time_and_uses_measured_headroom():
+    cfg = ControllerConfig(interval_s=60, headroom=0.15, lookahead_s=900)
+    assert horizon_s(cfg, 100) == 160 and horizon_s(cfg, 5000) == 900
+    mem = Memory()
+    leads = {"a": 240.0}
+    for k in range(20):  # a steady ramp: +1 rps per minute
+        load = {"a": DeploymentLoad(0, 0, 10.0 + k)}
+        observe_rates(load, mem, 60.0 * k, cfg, leads)
+        rates = target_rates(load, mem, 60.0 * k, cfg, {"a": 1.0}, leads)
+    # Provisioned for ~5 minutes (interval + lead) ahead of the 29 rps it reads now ...
+    assert rates["a"] > 29 + 4
+    # ... with a measured headroom: the ramp is well forecast, so less than the 15% prior.
+    assert 0.0 <= mem.headroom["a"] < 0.15
+    assert math.isclose(mem.forecast["a"], mem.fc["a"].predict(60))
