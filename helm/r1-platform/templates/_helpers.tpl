@@ -87,9 +87,6 @@ Value checks the schema cannot express (cross-field), each naming the field it r
 {{- if not $m.id -}}{{- fail (printf "models[%d].id: every model needs an id" $i) -}}{{- end -}}
 {{- if hasKey $ids $m.id -}}{{- fail (printf "models[%d].id: duplicate model id %q" $i $m.id) -}}{{- end -}}
 {{- $_ := set $ids $m.id true -}}
-{{- if gt (int (default 1 $m.pipelineParallelSize)) 1 -}}
-{{- fail (printf "models[%d].pipelineParallelSize: %d is not supported yet (serving runs tensor parallelism only); set it to 1" $i (int $m.pipelineParallelSize)) -}}
-{{- end -}}
 {{- $min := int (default 1 $m.minReplicas) -}}
 {{- if hasKey $m "minReplicas" -}}{{- $min = int $m.minReplicas -}}{{- end -}}
 {{- $max := int (default (max $min 1) $m.maxReplicas) -}}
@@ -112,13 +109,26 @@ Value checks the schema cannot express (cross-field), each naming the field it r
 {{- /* The controller resolves model@<gpu> only when one pool has that GPU. */ -}}
 {{- fail (printf "models[%d].pool: %d pools have GPU %s (%s); set pool to the one the model starts on" $i (len $same) $first (join ", " $same)) -}}
 {{- end -}}
-{{- if gt (int (default 1 $m.tensorParallelSize)) 1 -}}
+{{- $tp := int (default 1 $m.tensorParallelSize) -}}
+{{- $pp := int (default 1 $m.pipelineParallelSize) -}}
+{{- if gt $tp 1 -}}
 {{- $fits := false -}}
 {{- range $.Values.pools -}}
-{{- if and (eq .gpu $first) (ge (int .gpusPerNode) (int $m.tensorParallelSize)) -}}{{- $fits = true -}}{{- end -}}
+{{- if and (eq .gpu $first) (ge (int .gpusPerNode) $tp) -}}{{- $fits = true -}}{{- end -}}
 {{- end -}}
 {{- if not $fits -}}
-{{- fail (printf "models[%d].tensorParallelSize: %d GPUs per replica, but no %s pool has that many GPUs per node" $i (int $m.tensorParallelSize) $first) -}}
+{{- fail (printf "models[%d].tensorParallelSize: %d GPUs per replica, but no %s pool has that many GPUs per node" $i $tp $first) -}}
+{{- end -}}
+{{- end -}}
+{{- if gt $pp 1 -}}
+{{- /* TP ranks stay inside a node; PP stages spread over nodes of one pool, so a replica
+       needs ceil(tp*pp / gpusPerNode) nodes of that pool at its maxReplicas. */ -}}
+{{- $room := false -}}
+{{- range $.Values.pools -}}
+{{- if and (eq .gpu $first) (or (not $m.pool) (eq .name $m.pool)) (ge (int .gpusPerNode) $tp) (ge (mul (int .maxReplicas) (int .gpusPerNode)) (mul $tp $pp)) -}}{{- $room = true -}}{{- end -}}
+{{- end -}}
+{{- if not $room -}}
+{{- fail (printf "models[%d].pipelineParallelSize: a TP%dxPP%d replica needs %d %s GPUs with %d per node, more than any such pool's maxReplicas x gpusPerNode" $i $tp $pp (mul $tp $pp) $first $tp) -}}
 {{- end -}}
 {{- end -}}
 {{- with $m.hfTokenSecret -}}{{- $_ := set $hf (printf "%s/%s" .name .key) true -}}{{- end -}}
@@ -156,14 +166,20 @@ models:
   "path" $m.path
   "max_model_len" (int $m.maxModelLen)
   "tensor_parallel_size" (int (default 1 $m.tensorParallelSize))
+  "pipeline_parallel_size" (int (default 1 $m.pipelineParallelSize))
   "accelerator_type" (first $m.gpuTypes)
-  "dtype" (default (ternary "auto" "float32" $gpu) $m.dtype)
   "enforce_eager" (ternary $m.enforceEager (not $gpu) (hasKey $m "enforceEager"))
   "autoscaling" (dict "min_replicas" $min "max_replicas" $max)
 -}}
 {{- if $gpu -}}{{- $_ := set $ms "gpu_memory_utilization" (default 0.9 $m.gpuMemoryUtilization) -}}
 {{- else if $m.gpuMemoryUtilization -}}{{- $_ := set $ms "gpu_memory_utilization" $m.gpuMemoryUtilization -}}{{- end -}}
 {{- with $m.pool -}}{{- $_ := set $ms "pool" . -}}{{- end -}}
+{{- /* Engine profile: unset on GPUs = the default of the GPU's generation and the model
+       (r1platform.pools.engine_profiles); the CPU engines run float32. */ -}}
+{{- if $m.dtype -}}{{- $_ := set $ms "dtype" $m.dtype -}}
+{{- else if not $gpu -}}{{- $_ := set $ms "dtype" "float32" -}}{{- end -}}
+{{- with $m.quantization -}}{{- $_ := set $ms "quantization" . -}}{{- end -}}
+{{- with $m.kvCacheDtype -}}{{- $_ := set $ms "kv_cache_dtype" . -}}{{- end -}}
 {{- with $m.maxNumSeqs -}}{{- $_ := set $ms "max_num_seqs" (int .) -}}{{- end -}}
 {{- if hasKey $m "reasoningParser" -}}{{- $_ := set $ms "reasoning_parser" $m.reasoningParser -}}{{- end -}}
 {{- with $m.engine -}}{{- $_ := set $ms "engine_extra" . -}}{{- end }}

@@ -20,6 +20,7 @@ CASES: dict[str, Path | None] = {
     "grpo-rayjob": EXAMPLES / "grpo-rayjob.yaml",
     "mixed-h100-a100-l4": EXAMPLES / "mixed-h100-a100-l4.yaml",
     "cpu-dev": EXAMPLES / "cpu-dev.yaml",
+    "r1-h100-tp8pp2": EXAMPLES / "r1-h100-tp8pp2.yaml",
 }
 
 

@@ -70,10 +70,12 @@ BAD = {
         "models[0].minReplicas",
     ),
     "pool replicas outside its range": (_set("pools.0.replicas", 5), "pools[0].replicas"),
-    "pipeline parallelism": (
-        _set("models.0.pipelineParallelSize", 2),
+    "pipeline parallelism below 1": (
+        _set("models.0.pipelineParallelSize", 0),
         "/models/0/pipelineParallelSize",
     ),
+    "unknown quantization": (_set("models.0.quantization", "int4"), "/models/0/quantization"),
+    "unknown kv cache dtype": (_set("models.0.kvCacheDtype", "int8"), "/models/0/kvCacheDtype"),
     "latest image tag": (_set("image.gpu.tag", "latest"), "/image/gpu/tag"),
     "inline API keys": (_set("apiKeys.keys", ["sk-123"]), "'keys' not allowed"),
     "misspelt model field": (_set("models.0.tensorParalelSize", 2), "'tensorParalelSize'"),
@@ -115,14 +117,17 @@ def test_bad_values_fail_naming_the_field(name: str) -> None:
     assert field in str(err.value)
 
 
-def test_pipeline_parallel_also_fails_in_the_template(tmp_path: Path) -> None:
-    """The template guard holds without the schema too (e.g. --skip-schema-validation)."""
+def test_pipeline_stages_beyond_the_pool_fail_in_the_template(tmp_path: Path) -> None:
+    """PP stages spread over nodes of the pool: more stages than its maxReplicas x gpusPerNode
+    can hold fail naming the field, without the schema too (--skip-schema-validation)."""
     chart = tmp_path / "r1-platform"
     shutil.copytree(CHART_DIR, chart)
     (chart / "values.schema.json").unlink()
     values = copy.deepcopy(BASE)
     values["models"][0]["pipelineParallelSize"] = 2
-    with pytest.raises(HelmError, match=r"models\[0\]\.pipelineParallelSize: 2 is not supported"):
+    assert render_manifests(values, chart_dir=chart)  # two stages on the pool's two L4 nodes
+    values["models"][0]["pipelineParallelSize"] = 3
+    with pytest.raises(HelmError, match=r"models\[0\]\.pipelineParallelSize: a TP1xPP3 replica"):
         render_manifests(values, chart_dir=chart)
 
 

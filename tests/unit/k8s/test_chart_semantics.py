@@ -20,7 +20,7 @@ from r1platform.pools.catalog import load_catalog
 from r1platform.pools.k8s import CLUSTER_SCOPED, RBAC_RULES
 from r1platform.serving.placement import engine_deployment_name
 
-from .conftest import Rendered
+from .conftest import Rendered, rendered_case
 
 
 def merged(case: Rendered, key: str) -> Any:
@@ -287,3 +287,27 @@ def test_model_pinned_to_one_of_two_pools_of_its_gpu(monkeypatch: pytest.MonkeyP
     settings = Settings(**settings_document(objs))
     assert settings.models["m"].pool == "l4b"
     assert serve_config(objs)["applications"][0]["deployments"] == [{"name": "m@l4b"}]
+
+
+def test_r1_tp8_pp2_across_two_8_gpu_h100_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray's DeepSeek-R1 RayService sample, from the chart: one replica of TP8 x PP2 over the two
+    8-GPU nodes of the h100 worker group, the head lending no GPU, and the engine profile the
+    planner prints for H100 (FP8 W8A8, bf16 activations)."""
+    from r1platform.pools.engine_profiles import profile_of_model
+
+    for var in [v for v in __import__("os").environ if v.startswith("R1P_")]:
+        monkeypatch.delenv(var)
+    case = rendered_case("r1-h100-tp8pp2")
+    (group,) = rayservice_spec(case)["workerGroupSpecs"]
+    assert group["replicas"] == group["minReplicas"] == 2
+    limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == 8
+    assert rayservice_spec(case)["headGroupSpec"]["rayStartParams"]["num-gpus"] == "0"
+    ms = Settings(**settings_document(case.objects)).models["deepseek-r1"]
+    assert (ms.tensor_parallel_size, ms.pipeline_parallel_size) == (8, 2)
+    assert ms.path == "deepseek-ai/DeepSeek-R1" and ms.accelerator_type == "H100"
+    profile = ms.engine_profile("H100")
+    assert profile == profile_of_model("deepseek-ai/DeepSeek-R1", load_catalog()["H100"])
+    assert (profile.dtype, profile.quantization, profile.fp8_kernel) == ("bfloat16", "fp8", "w8a8")
+    (app,) = serve_config(case.objects)["applications"]
+    assert app["deployments"] == [{"name": "deepseek-r1@H100"}]
