@@ -31,7 +31,11 @@ OWNED_ENGINE_ARGS: dict[str, str] = {
     "seed": "use the model's `seed` field",
     "reasoning_parser": "use the model's `reasoning_parser` field",
     "stream_interval": "use the model's `stream_interval` field",
-    "distributed_executor_backend": "the platform picks it from `tensor_parallel_size`",
+    "distributed_executor_backend": "the platform picks it (Ray on GPUs, multiprocessing on CPU)",
+    "nnodes": "the replica sets it from where its placement group put the pipeline stages",
+    "node_rank": "the replica sets it from where its placement group put the pipeline stages",
+    "master_addr": "the replica sets it from where its placement group put the pipeline stages",
+    "master_port": "the replica sets it from where its placement group put the pipeline stages",
     "disable_log_stats": "the platform exports its own serving metrics",
     "pipeline_parallel_size": "use the model's `pipeline_parallel_size` field",
 }

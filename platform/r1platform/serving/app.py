@@ -23,17 +23,36 @@ def placement_mode(settings: Settings) -> PlacementMode:
     return detect_mode(resources)
 
 
+def ingress_model(settings: Settings) -> str | None:
+    """The model whose engine lives in the ingress replicas: the first one whose replica is a
+    single node. A replica with pipeline stages may span nodes; inside the ingress it would tie
+    the HTTP entry point to that multi-node placement group (and its failures), so such a model
+    is always its own deployment. None when every model has stages."""
+    return next((m for m, ms in settings.models.items() if ms.pipeline_parallel_size == 1), None)
+
+
 def build_app(settings: Settings) -> Application:
-    """The first model's engine lives in the ingress replicas (one Ray hop for its tokens) and
-    scales with them; every other model is its own engine deployment behind a handle."""
+    """The ingress model's engine lives in the ingress replicas (one Ray hop for its tokens)
+    and scales with them; every other model is its own engine deployment behind a handle."""
     mode = placement_mode(settings)
-    (primary, primary_ms), *others = settings.models.items()
+    primary = ingress_model(settings)
     engines = {
         model_id: EngineDeployment.options(**engine_options(model_id, ms, mode)).bind(
             model_id, ms.model_dump()
         )
-        for model_id, ms in others
+        for model_id, ms in settings.models.items()
+        if model_id != primary
     }
+    if primary is None:
+        # No engine inside: the ingress is a CPU-only actor and needs no GPU anywhere (the head
+        # node included), so Ray may place it on any node.
+        opts: dict[str, Any] = {
+            "ray_actor_options": {"num_cpus": 0},
+            "max_ongoing_requests": 1024,
+            "max_surge_percent": 100,
+        }
+        return OpenAIIngress.options(**opts).bind(engines, settings.serve.model_dump())
+    primary_ms = settings.models[primary]
     opts = engine_options(primary, primary_ms, mode)
     # The ingress also carries other models' requests; don't let the engine's cap throttle them.
     opts["max_ongoing_requests"] = max(opts["max_ongoing_requests"], 1024)

@@ -39,6 +39,7 @@ class EngineHost:
     """The methods a process hosting one model's engine answers, locally or over a handle."""
 
     core: Any = None
+    stages: Any = None  # stages.ReplicaStages: where the engine's pipeline stages run
 
     async def chat(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         async for item in self.core.chat(payload):
@@ -64,17 +65,25 @@ class EngineHost:
 
         ctx = ray.get_runtime_context()
         model = self.core.model_id if self.core is not None else None
-        return {"node_id": ctx.get_node_id(), "pid": os.getpid(), "model": model}
+        stages = self.stages.where() if self.stages is not None else None
+        return {"node_id": ctx.get_node_id(), "pid": os.getpid(), "model": model, "stages": stages}
 
     def __del__(self) -> None:
         if self.core is not None:
             self.core.shutdown()
+        if self.stages is not None:
+            self.stages.shutdown()
 
 
-def _start_engine(model_id: str, settings: dict[str, Any]) -> Any:
+def _start_engine(model_id: str, settings: dict[str, Any]) -> tuple[Any, Any]:
+    """The engine and its stages (`stages.ReplicaStages`): where the placement group put the
+    ranks is read, and other nodes' stage processes started, before the engine starts."""
     from r1platform.serving.engine import R1Engine
+    from r1platform.serving.stages import start_stages
 
-    return R1Engine(model_id, ModelSettings.model_validate(settings))
+    ms = ModelSettings.model_validate(settings)
+    stages = start_stages(model_id, ms)
+    return R1Engine(model_id, ms, stages.dist), stages
 
 
 @serve.deployment
@@ -82,7 +91,7 @@ class EngineDeployment(EngineHost):
     """A vLLM AsyncLLM replica for a model other than the ingress's own."""
 
     def __init__(self, model_id: str, settings: dict[str, Any]) -> None:
-        self.core = _start_engine(model_id, settings)
+        self.core, self.stages = _start_engine(model_id, settings)
 
 
 api = FastAPI(title="r1-platform OpenAI API")
@@ -98,9 +107,10 @@ def _json_error(err: ClientError) -> JSONResponse:
 class OpenAIIngress(EngineHost):
     """Auth, validation, routing by model, limits, metrics and one span per request.
 
-    It also hosts the first model's engine in-process: that model's tokens then cross one Ray
-    hop (replica → proxy) instead of two, and each hop costs CPU per streamed chunk. Other
-    models are engine deployments reached through handles.
+    It also hosts one model's engine in-process (app.ingress_model: the first model without
+    pipeline stages, never a multi-node replica): that model's tokens then cross one Ray hop
+    (replica → proxy) instead of two, and each hop costs CPU per streamed chunk. Other models
+    are engine deployments reached through handles.
     """
 
     def __init__(
@@ -110,7 +120,8 @@ class OpenAIIngress(EngineHost):
         local_model: str | None = None,
         local_settings: dict[str, Any] | None = None,
     ):
-        self.core = _start_engine(local_model, local_settings or {}) if local_model else None
+        if local_model:
+            self.core, self.stages = _start_engine(local_model, local_settings or {})
         self.engines = engines
         self.settings = ServeSettings.model_validate(serve_settings)
         self.keys = KeyChecker(self.settings.api_keys)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from r1platform.config import ModelSettings
-from r1platform.serving.engine_args import engine_args, resolve_model_path
+from r1platform.serving.engine_args import Distribution, engine_args, resolve_model_path
 from r1platform.serving.logprobs import chat_content, completion_logprobs, merge_completion
 from r1platform.serving.protocol import (
     ChatRequest,
@@ -28,7 +28,7 @@ from r1platform.serving.reasoning import ReasoningSplitter, ThinkTags
 
 
 class R1Engine:
-    def __init__(self, model_id: str, settings: ModelSettings) -> None:
+    def __init__(self, model_id: str, settings: ModelSettings, dist: Distribution | None = None):
         from transformers import AutoTokenizer
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -36,7 +36,7 @@ class R1Engine:
         self.settings = settings
         self.path = resolve_model_path(settings)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self.engine = AsyncLLM.from_engine_args(engine_args(model_id, settings, self.path))
+        self.engine = AsyncLLM.from_engine_args(engine_args(model_id, settings, self.path, dist))
         self.tags = (
             ThinkTags.from_tokenizer(self.tokenizer, settings.reasoning_parser)
             if settings.reasoning_parser

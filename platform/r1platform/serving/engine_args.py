@@ -2,10 +2,59 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from r1platform.config import ModelSettings
+
+ExecutorBackend = Literal["ray", "mp"]
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """How one replica's ranks run: vLLM's executor, and for the multiprocessing executor
+    across nodes, which node this process is and where the ranks meet (vLLM's `nnodes`,
+    `node_rank`, `master_addr`, `master_port`)."""
+
+    backend: ExecutorBackend | None = None
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 0
+
+
+def executor_backend(world_size: int, ray_device_key: str) -> ExecutorBackend | None:
+    """vLLM's Ray executor on platforms that name a Ray device (CUDA: "GPU"); the CPU platform
+    leaves `ray_device_key` empty and vLLM's Ray executors refuse it, so there the
+    multiprocessing executor runs the ranks. One rank needs neither."""
+    if world_size == 1:
+        return None
+    return "ray" if ray_device_key else "mp"
+
+
+def distribution_args(settings: ModelSettings, dist: Distribution) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "tensor_parallel_size": settings.tensor_parallel_size,
+        "pipeline_parallel_size": settings.pipeline_parallel_size,
+        "distributed_executor_backend": dist.backend,
+    }
+    if dist.nnodes > 1:
+        args.update(
+            nnodes=dist.nnodes,
+            node_rank=dist.node_rank,
+            master_addr=dist.master_addr,
+            master_port=dist.master_port,
+        )
+    return args
+
+
+def local_distribution(settings: ModelSettings) -> Distribution:
+    """All ranks started from this process, with the executor this platform has."""
+    from vllm.platforms import current_platform
+
+    world = settings.tensor_parallel_size * settings.pipeline_parallel_size
+    return Distribution(executor_backend(world, current_platform.ray_device_key))
 
 
 def resolve_model_path(settings: ModelSettings) -> Path:
@@ -68,8 +117,14 @@ def local_gpu_type(settings: ModelSettings) -> str | None:
     return detected
 
 
-def engine_args(model_id: str, settings: ModelSettings, path: Path) -> Any:
+def engine_args(
+    model_id: str, settings: ModelSettings, path: Path, dist: Distribution | None = None
+) -> Any:
+    """The one builder for CPU and GPU engines; `dist` says how the ranks run (default: all
+    from this process with the platform's executor)."""
     from vllm.engine.arg_utils import AsyncEngineArgs
+
+    dist = dist or local_distribution(settings)
 
     extra = dict(settings.engine_extra)
     # engine_extra may tune structured outputs; its keys win over the platform's.
@@ -81,9 +136,9 @@ def engine_args(model_id: str, settings: ModelSettings, path: Path) -> Any:
         model=str(path),
         served_model_name=[model_id],
         max_model_len=settings.max_model_len,
-        tensor_parallel_size=settings.tensor_parallel_size,
-        # TP across GPUs inside a Serve replica uses the replica's placement group via Ray.
-        distributed_executor_backend="ray" if settings.tensor_parallel_size > 1 else None,
+        # On GPUs the Ray executor uses the Serve replica's placement group (vLLM picks up the
+        # group of the actor that creates the engine).
+        **distribution_args(settings, dist),
         **profile_args(settings, local_gpu_type(settings)),
         gpu_memory_utilization=settings.gpu_memory_utilization,
         max_num_seqs=settings.max_num_seqs,
