@@ -49,8 +49,11 @@ test-unit: install
 test-integration: install
 	$(BIN)/python -m pytest -q -ra tests/integration
 
+# Every benchmark, one at a time, on an idle machine: bench/results/latest.json and the README's
+# table. `make bench BENCH_FLAGS=--skip-scaleout` leaves out the multi-hour scale-out check.
+BENCH_FLAGS ?=
 bench: install
-	$(BIN)/python bench/serve_overhead.py
+	$(BIN)/python bench/run_all.py $(BENCH_FLAGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,11 +1,16 @@
-"""GRPO speed and accuracy: our Ray job vs TRL's GRPOTrainer, same settings, one run, on CPU.
+"""GRPO speed and accuracy: our Ray job vs TRL's GRPOTrainer, on CPU, at two model sizes.
 
-Both sides get the same model, task, group size, prompts per step, lr, max_new_tokens and step
-count. They run one after the other, never together, so neither steals the other's cores.
-Ours is `jobs/grpo.py` (read back from OUTPUT_DIR/metrics.jsonl); TRL's is bench/trl_peer.py in
-.venv-trl, created on first use by bench/setup_trl_venv.sh.
+Peers: TRL with HF generate (.venv-trl, bench/setup_trl_venv.sh) and TRL with
+`use_vllm=True, vllm_mode="colocate"` (.venv-trl-vllm, bench/setup_trl_vllm_venv.sh). Every run
+is alone on the machine: one side, one seed at a time, never two together. Every side runs the
+GRPO job's own defaults (r1platform.training.settings; a unit test keeps BenchSettings equal to
+them), 3 seeds each; reported: mean ± std over seeds of the steady s/step (median of steps 2..N)
+and of held-out greedy accuracy after the same number of steps, with the load average seen.
+Targets: >= 1.5x TRL per step on tiny, >= 2x on small, >= 1x TRL+vLLM, accuracy not worse where
+the intervals say so. Our job's per-phase step breakdown (timing/<phase>_s) is printed too.
 
-    .venv/bin/python bench/grpo_vs_trl.py --steps 10
+    .venv/bin/python bench/grpo_vs_trl.py --steps 10                      # the full race
+    .venv/bin/python bench/grpo_vs_trl.py --breakdown OUTPUT_DIR/metrics.jsonl
 """
 
 from __future__ import annotations
@@ -18,17 +23,25 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from benchstats import compare_intervals, load_average, load_note, ratio, spread
 
 ROOT = Path(__file__).resolve().parents[1]
 TRL_PYTHON = ROOT / ".venv-trl" / "bin" / "python"
 SETUP_TRL = ROOT / "bench" / "setup_trl_venv.sh"
+TRL_VLLM_PYTHON = ROOT / ".venv-trl-vllm" / "bin" / "python"
+SETUP_TRL_VLLM = ROOT / "bench" / "setup_trl_vllm_venv.sh"
+PEERS = ("trl", "trl_vllm")
+# Per-step speed targets (times faster than the peer) by model size; accuracy: not worse.
+SPEED_TARGETS = {("tiny", "trl"): 1.5, ("small", "trl"): 2.0, ("tiny", "trl_vllm"): 1.0,
+                 ("small", "trl_vllm"): 1.0}  # fmt: skip
 
 
-# Defaults mirror jobs/grpo.py's (r1platform.training.settings), so the bench compares the job
-# users actually run; rewards are left to the job's default (accuracy, format) on both sides.
+# The GRPO job's defaults (r1platform.training.settings.GRPOSettings): the bench compares the
+# job users actually run. test_bench_grpo_race checks they have not drifted apart.
 @dataclass(frozen=True)
 class BenchSettings:
     model: str
@@ -36,7 +49,7 @@ class BenchSettings:
     steps: int = 10
     group_size: int = 8
     prompts_per_step: int = 16
-    lr: float = 2e-3
+    lr: float = 1e-4
     beta: float = 0.0
     clip_low: float = 0.2
     clip_high: float = 0.28
@@ -46,7 +59,7 @@ class BenchSettings:
     max_new_tokens: int = 48
     temperature: float = 1.0
     seed: int = 0
-    eval_n: int = 200
+    eval_n: int = 64
 
 
 # ---------------------------------------------------------------------------- commands
@@ -88,18 +101,36 @@ def our_command(s: BenchSettings, output_dir: Path) -> list[str]:
     ]
 
 
-def trl_command(s: BenchSettings, reward_funcs: str) -> list[str]:
+def trl_command(
+    s: BenchSettings,
+    reward_funcs: str,
+    reward_weights: str = "",
+    *,
+    use_vllm: bool = False,
+) -> list[str]:
+    python = TRL_VLLM_PYTHON if use_vllm else TRL_PYTHON
     return [
-        str(TRL_PYTHON),
+        str(python),
         str(ROOT / "bench" / "trl_peer.py"),
         f"--model={s.model}",
         f"--max_steps={s.steps}",
         f"--eval_n={s.eval_n}",
         f"--reward_funcs={reward_funcs}",
+        *([f"--reward_weights={reward_weights}"] if reward_weights else []),
+        *(["--use_vllm"] if use_vllm else []),
         "--eval_before",
         f"--scale_rewards={str(s.scale_rewards).lower()}",
         *shared_flags(s),
     ]
+
+
+def job_rewards() -> tuple[str, str]:
+    """The job's default rewards and weights (accuracy 1, format 0.1), for the TRL side."""
+    sys.path.insert(0, str(ROOT / "platform"))
+    from r1platform.training.settings import parse_settings
+
+    specs = parse_settings([]).reward_specs()
+    return ",".join(x["spec"] for x in specs), ",".join(str(x["weight"]) for x in specs)
 
 
 # ---------------------------------------------------------------------------- results
@@ -117,6 +148,10 @@ class SideResult:
     eval_step: int | None = None
     wall_s: float | None = None
     error: str | None = None
+    seed: int | None = None
+    load_before: float | None = None  # 1-minute load average when the run started / ended
+    load_after: float | None = None
+    breakdown: dict[str, float] = field(default_factory=dict)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -134,6 +169,34 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
+
+
+def step_breakdown(metrics: list[dict[str, Any]], skip: int = 1) -> dict[str, float]:
+    """Mean seconds per phase over steady steps, from the job's `timing/<phase>_s` fields
+    (r1platform.training.steptime): the first `skip` steps and eval steps are left out, since
+    they pay warm-up and evaluation. Empty if the job does not emit timings."""
+    steps = sorted((m for m in metrics if "step_s" in m), key=lambda m: m["step"])
+    steady = [m for m in steps[skip:] if "eval_accuracy" not in m] or steps[skip:] or steps
+    keys = sorted({k for m in steady for k in m if k.startswith("timing/") and k.endswith("_s")})
+    out = {k[len("timing/") : -2]: _mean([float(m.get(k) or 0.0) for m in steady]) for k in keys}
+    if steady and out:
+        out["step"] = _mean([float(m["step_s"]) for m in steady])
+    return out
+
+
+def format_breakdown(b: dict[str, float]) -> str:
+    if not b:
+        return "no per-phase timings (timing/<phase>_s) in metrics.jsonl"
+    total = b.get("step") or sum(v for k, v in b.items() if k != "step")
+    lines = [
+        f"| {'phase':<10} | {'s/step':>8} | {'share':>6} |",
+        f"|{'-' * 12}|{'-' * 10}|{'-' * 8}|",
+    ]
+    for k, v in sorted(b.items(), key=lambda kv: -kv[1]):
+        if k != "step":
+            lines.append(f"| {k:<10} | {v:>8.3f} | {100 * v / total:>5.1f}% |")
+    lines.append(f"| {'step':<10} | {total:>8.3f} | {'100%':>6} |")
+    return "\n".join(lines)
 
 
 def summarize_ours(metrics: list[dict[str, Any]], wall_s: float | None = None) -> SideResult:
@@ -155,12 +218,15 @@ def summarize_ours(metrics: list[dict[str, Any]], wall_s: float | None = None) -
         eval_step=evals[-1]["step"] if evals else None,
         wall_s=wall_s,
         error=None if step_s else "metrics.jsonl has no step_s lines",
+        breakdown=step_breakdown(metrics),
     )
 
 
-def summarize_trl(out: dict[str, Any], wall_s: float | None = None) -> SideResult:
+def summarize_trl(
+    out: dict[str, Any], wall_s: float | None = None, side: str = "trl"
+) -> SideResult:
     return SideResult(
-        side="trl",
+        side=side,
         ok=True,
         s_per_step=out.get("s_per_step"),
         s_per_step_steady=out.get("s_per_step_steady"),
@@ -223,37 +289,51 @@ def run_ours(s: BenchSettings, workdir: Path, timeout_s: float) -> SideResult:
     return summarize_ours(read_metrics(metrics_path), wall)
 
 
-def ensure_trl_venv() -> None:
-    if not (TRL_PYTHON.parent.parent / ".installed").exists():
-        print("creating .venv-trl (bench/setup_trl_venv.sh) ...", file=sys.stderr, flush=True)
-        subprocess.run(["bash", str(SETUP_TRL)], cwd=ROOT, check=True)
+def ensure_venv(python: Path, setup: Path) -> None:
+    if not (python.parent.parent / ".installed").exists():
+        print(
+            f"creating {python.parent.parent.name} ({setup.name}) ...", file=sys.stderr, flush=True
+        )
+        subprocess.run(["bash", str(setup)], cwd=ROOT, check=True)
 
 
-def run_trl(s: BenchSettings, reward_funcs: str, timeout_s: float) -> SideResult:
+def run_trl(
+    s: BenchSettings,
+    reward_funcs: str,
+    timeout_s: float,
+    reward_weights: str = "",
+    *,
+    use_vllm: bool = False,
+) -> SideResult:
+    side = "trl_vllm" if use_vllm else "trl"
+    python, setup = (TRL_VLLM_PYTHON, SETUP_TRL_VLLM) if use_vllm else (TRL_PYTHON, SETUP_TRL)
     try:
-        ensure_trl_venv()
+        ensure_venv(python, setup)
     except subprocess.CalledProcessError as exc:
-        return SideResult("trl", ok=False, error=f"setup_trl_venv.sh failed ({exc.returncode})")
+        return SideResult(side, ok=False, error=f"{setup.name} failed ({exc.returncode})")
+    # vLLM's CPU backend sizes its KV cache from this, as our engines do (kv_cache_gib 1).
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(
-            trl_command(s, reward_funcs),
+            trl_command(s, reward_funcs, reward_weights, use_vllm=use_vllm),
             cwd=ROOT,
+            env=env,
             capture_output=True,
             text=True,
             timeout=timeout_s,
         )
     except subprocess.TimeoutExpired:
-        return SideResult("trl", ok=False, error=f"timed out after {timeout_s:.0f}s")
+        return SideResult(side, ok=False, error=f"timed out after {timeout_s:.0f}s")
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         return SideResult(
-            "trl", ok=False, wall_s=wall, error=f"exit {proc.returncode}: {_tail(proc.stderr)}"
+            side, ok=False, wall_s=wall, error=f"exit {proc.returncode}: {_tail(proc.stderr)}"
         )
     try:
-        return summarize_trl(last_json_line(proc.stdout), wall)
+        return summarize_trl(last_json_line(proc.stdout), wall, side)
     except ValueError as exc:
-        return SideResult("trl", ok=False, wall_s=wall, error=f"{exc}: {_tail(proc.stdout)}")
+        return SideResult(side, ok=False, wall_s=wall, error=f"{exc}: {_tail(proc.stdout)}")
 
 
 # ---------------------------------------------------------------------------- report
@@ -284,6 +364,7 @@ def _fmt(x: float | None) -> str:
 
 
 def format_table(ours: SideResult, trl: SideResult) -> str:
+    """One seed, ours against one peer."""
     lines = [
         f"| {'metric':<30} | {'ours':>9} | {'TRL':>9} | {'ours vs TRL':>11} |",
         f"|{'-' * 32}|{'-' * 11}|{'-' * 11}|{'-' * 13}|",
@@ -292,8 +373,8 @@ def format_table(ours: SideResult, trl: SideResult) -> str:
         # A failed side's partial numbers (e.g. the seconds it took to fail) are not results.
         a = getattr(ours, key) if ours.ok else None
         b = getattr(trl, key) if trl.ok else None
-        ratio = speedup(a, b, higher)
-        shown = "n/a" if ratio is None else f"{ratio:.2f}x"
+        r = speedup(a, b, higher)
+        shown = "n/a" if r is None else f"{r:.2f}x"
         if key.startswith("eval_accuracy") and a is not None and b is not None:
             shown = f"{100 * (a - b):+.1f} pts"
         lines.append(f"| {label:<30} | {_fmt(a):>9} | {_fmt(b):>9} | {shown:>11} |")
@@ -304,11 +385,84 @@ def format_table(ours: SideResult, trl: SideResult) -> str:
     return "\n".join(lines)
 
 
-def default_model() -> str:
+def summarize_size(size: str, runs: dict[str, list[SideResult]]) -> dict[str, Any]:
+    """Seed statistics per side, speed-ups and accuracy verdicts against each peer."""
+    sides: dict[str, Any] = {}
+    for side, results in runs.items():
+        ok = [r for r in results if r.ok]
+        step, acc = spread([r.s_per_step_steady for r in ok]), spread([r.eval_accuracy for r in ok])
+        sides[side] = {
+            "s_per_step_steady": step.as_dict() if step else None,
+            "eval_accuracy": acc.as_dict() if acc else None,
+            "rollout_tokens_per_s": spread([r.rollout_tokens_per_s for r in ok]).as_dict()
+            if spread([r.rollout_tokens_per_s for r in ok])
+            else None,
+            "seeds_ok": len(ok),
+            "errors": [r.error for r in results if not r.ok],
+            "load_avg_1m": [r.load_before for r in results],
+            "runs": [asdict(r) for r in results],
+        }
+    out: dict[str, Any] = {"sides": sides, "speedup": {}, "accuracy": {}, "accuracy_not_worse": {}}
+    ours = runs.get("ours", [])
+    ours_step = spread([r.s_per_step_steady for r in ours if r.ok])
+    ours_acc = spread([r.eval_accuracy for r in ours if r.ok])
+    for peer in PEERS:
+        if peer not in runs:
+            continue
+        pr = [r for r in runs[peer] if r.ok]
+        peer_step, peer_acc = (
+            spread([r.s_per_step_steady for r in pr]),
+            spread([r.eval_accuracy for r in pr]),
+        )
+        out["speedup"][peer] = ratio(
+            peer_step.mean if peer_step else None, ours_step.mean if ours_step else None
+        )
+        verdict = compare_intervals(ours_acc, peer_acc)
+        out["accuracy"][peer] = verdict
+        out["accuracy_not_worse"][peer] = (
+            None if verdict == "unknown" else float(verdict != "worse")
+        )
+    return out
+
+
+def format_size(size: str, summary: dict[str, Any]) -> str:
+    lines = [
+        f"### {size} model: mean ± std over seeds",
+        "| side | steady s/step | held-out acc. | rollout tok/s | seeds ok | load avg (1 min) at start |",
+        "|---|---|---|---|---|---|",
+    ]
+    for side, d in summary["sides"].items():
+
+        def f(x, scale=1.0, digits=3):
+            return (
+                "n/a"
+                if x is None
+                else f"{x['mean'] * scale:.{digits}f} ± {x['std'] * scale:.{digits}f}"
+            )
+
+        loads = ", ".join("?" if x is None else f"{x:.2f}" for x in d["load_avg_1m"])
+        lines.append(
+            f"| {side} | {f(d['s_per_step_steady'])} | {f(d['eval_accuracy'], 100, 1)}% | "
+            f"{f(d['rollout_tokens_per_s'], 1, 0)} | {d['seeds_ok']} | {loads} |"
+        )
+        lines.extend(f"  {side} failed: {e}" for e in d["errors"])
+    for peer, x in summary["speedup"].items():
+        goal = SPEED_TARGETS.get((size, peer))
+        met = "not measured" if x is None or goal is None else ("met" if x >= goal else "NOT met")
+        shown = "n/a" if x is None else f"{x:.2f}x"
+        lines.append(f"target: ours >= {goal}x {peer} per step: {shown} -> {met} ({load_note()})")
+        verdict = summary["accuracy"][peer]
+        acc_met = {"better": "met (better)", "equal": "met (equal within spread)",
+                   "worse": "NOT met (worse)"}.get(verdict, "not measured (needs >= 2 seeds per side)")  # fmt: skip
+        lines.append(f"target: held-out accuracy not worse than {peer}: {acc_met}")
+    return "\n".join(lines)
+
+
+def default_model(size: str = "tiny") -> str:
     sys.path.insert(0, str(ROOT / "platform"))
     from r1platform.models.tiny import ensure_tiny_model
 
-    return str(ensure_tiny_model())
+    return str(ensure_tiny_model(preset=size))
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[BenchSettings, argparse.Namespace]:
@@ -316,48 +470,67 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchSettings, argparse.N
     defaults = BenchSettings(model="")
     for name, value in asdict(defaults).items():
         if name == "model":
-            p.add_argument("--model", default=None, help="HF model dir (default: the tiny model)")
+            p.add_argument("--model", default=None, help="HF model dir (default: the size preset)")
         elif isinstance(value, bool):
             p.add_argument(f"--{name}", default=value, type=lambda t: t.lower() == "true")
         else:
             p.add_argument(f"--{name}", default=value, type=type(value))
+    p.add_argument("--sides", default="ours,trl,trl_vllm", help="which sides to run")
     p.add_argument(
-        "--reward_funcs",
-        default="accuracy,format",
-        help="TRL side's rewards; must match our job's defaults",
+        "--sizes", default="tiny,small", help="model size presets (r1p model build-tiny)"
     )
-    p.add_argument("--sides", default="ours,trl", help="which sides to run")
-    p.add_argument("--timeout_s", type=float, default=1800.0, help="per side")
+    p.add_argument("--seeds", default="0,1,2", help="one run per seed per side")
+    p.add_argument("--timeout_s", type=float, default=1800.0, help="per run")
     p.add_argument("--workdir", default=None)
-    p.add_argument("--json_out", default=None, help="also write both results as JSON here")
+    p.add_argument("--json_out", default=None, help="also write the results as JSON here")
+    p.add_argument(
+        "--breakdown", default=None, help="only print this metrics.jsonl's step breakdown"
+    )
     args = p.parse_args(argv)
     fields = {k: getattr(args, k) for k in asdict(defaults)}
-    fields["model"] = args.model or default_model()
+    fields["model"] = args.model or ""
     return BenchSettings(**fields), args
 
 
+def run_side(side: str, s: BenchSettings, workdir: Path, timeout_s: float) -> SideResult:
+    load0 = load_average()[0]
+    if side == "ours":
+        r = run_ours(s, workdir, timeout_s)
+    else:
+        funcs, weights = job_rewards()
+        r = run_trl(s, funcs, timeout_s, weights, use_vllm=side == "trl_vllm")
+    r.seed, r.load_before, r.load_after = s.seed, load0, load_average()[0]
+    return r
+
+
 def main(argv: list[str] | None = None) -> int:
-    settings, args = parse_args(argv)
+    base, args = parse_args(argv)
+    if args.breakdown:
+        print(format_breakdown(step_breakdown(read_metrics(Path(args.breakdown)))))
+        return 0
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="grpo-vs-trl-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    sides = set(args.sides.split(","))
-    print(f"settings: {json.dumps(asdict(settings))}", flush=True)
-    ours = (
-        run_ours(settings, workdir, args.timeout_s)
-        if "ours" in sides
-        else SideResult("ours", ok=False, error="not run (--sides)")
-    )
-    trl = (
-        run_trl(settings, args.reward_funcs, args.timeout_s)
-        if "trl" in sides
-        else SideResult("trl", ok=False, error="not run (--sides)")
-    )
-    print(format_table(ours, trl), flush=True)
+    sides = [x for x in args.sides.split(",") if x]
+    seeds = [int(x) for x in args.seeds.split(",") if x]
+    doc: dict[str, Any] = {"settings": asdict(base), "seeds": seeds}
+    for size in [x for x in args.sizes.split(",") if x]:
+        model = base.model or default_model(size)
+        runs: dict[str, list[SideResult]] = {side: [] for side in sides}
+        for side in sides:  # one side and one seed at a time: nothing else runs beside it
+            for seed in seeds:
+                s = BenchSettings(**{**asdict(base), "model": model, "seed": seed})
+                r = run_side(side, s, workdir / size / side / str(seed), args.timeout_s)
+                state = f"{r.s_per_step_steady} s/step" if r.ok else f"failed: {r.error}"
+                print(
+                    f"[{size}] {side} seed {seed}: {state} (load {r.load_before:.2f})", flush=True
+                )
+                if r.breakdown:
+                    print(format_breakdown(r.breakdown), flush=True)
+                runs[side].append(r)
+        doc[size] = summarize_size(size, runs)
+        print(format_size(size, doc[size]), flush=True)
     if args.json_out:
-        Path(args.json_out).write_text(
-            json.dumps({"settings": asdict(settings), "ours": asdict(ours), "trl": asdict(trl)})
-        )
-    return 0 if all(r.ok for r in (ours, trl) if r.side in sides) else 1
+        Path(args.json_out).write_text(json.dumps(doc, indent=1))
+    return 0
 
 
 if __name__ == "__main__":

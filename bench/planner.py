@@ -10,6 +10,7 @@ at 10,000 GPUs x 50 deployments.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import statistics
@@ -62,6 +63,7 @@ def main() -> int:
     ap.add_argument("--deployments", type=int, default=50)
     ap.add_argument("--jobs", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", default=None, help="also write the figures here (make bench)")
     args = ap.parse_args()
 
     ilp_ratio, greedy_ratio = [], []
@@ -135,6 +137,21 @@ def main() -> int:
         f"from-scratch ILP ({exact.solver.get('serving_status')}); target plan time < 1 s: "
         f"{'met' if statistics.median(times) < 1 else 'NOT met'}"
     )
+    if args.json:
+        figures = {
+            "instances": len(ilp_ratio),
+            "ilp_cost_ratio_max": max(ilp_ratio),
+            "ilp_at_optimum": sum(1 for x in ilp_ratio if x <= 1 + 1e-6),
+            "greedy_cost_ratio_max": max(greedy_ratio),
+            "gpus": gpus,
+            "deployments": args.deployments,
+            "plan_time_s": statistics.median(times),
+            "greedy_time_s": statistics.median(gtimes),
+            "exact_ilp_time_s": exact_s,
+            "cost_vs_exact_ilp": p.cost_per_hour / exact.cost_per_hour,
+        }
+        with open(args.json, "w") as fh:
+            json.dump(figures, fh, indent=1)
     return 0
 
 

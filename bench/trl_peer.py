@@ -49,6 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max_steps", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--reward_funcs", default="accuracy,format", help="comma-separated specs")
+    p.add_argument("--reward_weights", default="", help="comma-separated, one per reward")
+    p.add_argument(
+        "--use_vllm",
+        action="store_true",
+        help='generate with vLLM in this process (use_vllm=True, vllm_mode="colocate")',
+    )
     p.add_argument("--eval_n", type=int, default=200, help="held-out prompts for greedy eval")
     p.add_argument("--eval_before", action="store_true", help="also evaluate at step 0")
     p.add_argument("--eval_batch", type=int, default=64)
@@ -65,11 +71,18 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean, got {text!r}")
 
 
-def trl_reward_funcs(specs: list[str]):
+def trl_reward_funcs(specs: list[str], weights: list[float] | None = None):
     """Our weighted reward functions as TRL callables (TRL reads `__name__` for its logs)."""
     from r1platform.training.rewards import load_reward_funcs
 
-    funcs = load_reward_funcs(specs)
+    if weights:
+        if len(weights) != len(specs):
+            raise SystemExit(f"--reward_weights: {len(weights)} weights for {len(specs)} rewards")
+        funcs = load_reward_funcs(
+            [{"spec": s, "weight": w} for s, w in zip(specs, weights, strict=True)]
+        )
+    else:
+        funcs = load_reward_funcs(specs)
     wrapped = []
     for f in funcs:
 
@@ -162,7 +175,10 @@ def run(args: argparse.Namespace) -> dict:
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
-    funcs, weights = trl_reward_funcs([s for s in args.reward_funcs.split(",") if s])
+    funcs, weights = trl_reward_funcs(
+        [s for s in args.reward_funcs.split(",") if s],
+        [float(w) for w in args.reward_weights.split(",") if w],
+    )
     completions_per_step = args.prompts_per_step * args.group_size
     out_dir = args.output_dir or tempfile.mkdtemp(prefix="trl-peer-")
     config = GRPOConfig(
@@ -200,6 +216,7 @@ def run(args: argparse.Namespace) -> dict:
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
+        **vllm_options(args),
     )
     timer = StepTimer()
     trainer = TimedGRPOTrainer(
@@ -213,6 +230,7 @@ def run(args: argparse.Namespace) -> dict:
     result: dict = {
         "side": "trl",
         "trl_version": _version("trl"),
+        "generation": "vllm-colocate" if args.use_vllm else "hf-generate",
         "torch_threads": torch.get_num_threads(),
         "steps": args.max_steps,
         "group_size": args.group_size,
@@ -243,6 +261,20 @@ def run(args: argparse.Namespace) -> dict:
         eval_n=len(test_rows),
     )
     return result
+
+
+def vllm_options(args: argparse.Namespace) -> dict:
+    """TRL's colocated vLLM, sized like our engines (max_model_len 256, max_num_seqs 64); on
+    CPU the KV cache comes from VLLM_CPU_KVCACHE_SPACE, which the orchestrator sets."""
+    if not args.use_vllm:
+        return {}
+    return {
+        "use_vllm": True,
+        "vllm_mode": "colocate",
+        "vllm_max_model_length": 256,
+        "vllm_gpu_memory_utilization": 0.3,
+        "vllm_enable_sleep_mode": False,  # GPU-only memory feature
+    }
 
 
 def _last(logs: list[dict], key: str):

@@ -43,19 +43,33 @@ def _cluster_auth() -> None:
 
 @model_app.command("build-tiny")
 def build_tiny(
-    out: Path = typer.Option(None, help="output dir (default: the cache's models/tiny-r1)"),
+    out: Path = typer.Option(None, help="output dir (default: the cache's models/tiny-r1[-SIZE])"),
     seed: int = typer.Option(0, help="seed; the build is deterministic given it"),
+    size: str = typer.Option("tiny", help="size preset: tiny (default) or small (~50x params)"),
     force: bool = typer.Option(False, help="rebuild even if present"),
 ) -> None:
     """Build the tiny R1 base model (a Qwen2 HF directory) used by the local platform."""
-    from r1platform.models.tiny import build_tiny_model, default_model_dir, is_built
+    from r1platform.models.tiny import (
+        build_tiny_model,
+        count_params,
+        default_model_dir,
+        get_preset,
+        is_built,
+    )
 
-    target = out or default_model_dir()
-    if is_built(target, seed) and not force:
-        console.print(f"tiny model already built at [bold]{target}[/]")
+    try:
+        preset = get_preset(size)
+    except ValueError as err:
+        raise fail(str(err)) from None
+    target = out or default_model_dir(size)
+    params = count_params(size)
+    shape = f"{preset.num_hidden_layers} layers, hidden {preset.hidden_size}"
+    console.print(f"size [bold]{size}[/]: {shape}, {params:,} parameters")
+    if is_built(target, seed, size) and not force:
+        console.print(f"{size} model already built at [bold]{target}[/]")
         return
-    with console.status("pre-training the tiny model on arithmetic traces…"):
-        info = build_tiny_model(target, seed=seed)
+    with console.status(f"pre-training the {size} model on arithmetic traces…"):
+        info = build_tiny_model(target, seed=seed, preset=size)
     console.print(
         f"built [bold]{target}[/] in {info['train_seconds']} s (loss {info['final_loss']})"
     )

@@ -62,3 +62,55 @@ def test_build_is_deterministic_from_seed(tmp_path):
     build_tiny_model(tmp_path / "c", seed=6, steps=15)
     a, b, c = ((tmp_path / x / "model.safetensors").read_bytes() for x in "abc")
     assert a == b and a != c
+
+
+def test_presets_keep_tiny_as_default_and_add_a_50x_model():
+    from r1platform.models.tiny import DEFAULT_PRESET, PRESETS, count_params, default_model_dir
+
+    assert DEFAULT_PRESET == "tiny"
+    assert default_model_dir().name == "tiny-r1", "tiny keeps its cache directory"
+    assert default_model_dir("small").name == "tiny-r1-small"
+    tiny, small = count_params("tiny"), count_params("small")
+    assert tiny == 539_264
+    assert small == 27_338_240
+    assert 40 <= small / tiny <= 60
+    assert (PRESETS["small"].num_hidden_layers, PRESETS["small"].hidden_size) == (8, 512)
+
+
+def test_preset_config_keeps_vllm_cpu_head_dim():
+    from r1platform.models.tiny import PRESETS, model_config
+
+    for name, size in PRESETS.items():
+        cfg = model_config(106, name)
+        assert cfg.head_dim == 64 and cfg.num_attention_heads * 64 == cfg.hidden_size
+        assert cfg.num_hidden_layers == size.num_hidden_layers
+        assert cfg.intermediate_size == size.intermediate_size
+
+
+def test_unknown_preset_is_a_clear_error():
+    import pytest
+    from r1platform.models.tiny import default_model_dir
+
+    with pytest.raises(ValueError, match="unknown model size preset 'huge'.*small"):
+        default_model_dir("huge")
+
+
+def test_build_stamp_records_the_preset(tmp_path):
+    from r1platform.models.tiny import build_tiny_model, count_params, is_built
+
+    info = build_tiny_model(tmp_path / "t", seed=1, steps=1, preset="tiny")
+    assert info["preset"] == "tiny" and info["params"] == count_params("tiny")
+    assert is_built(tmp_path / "t", 1, "tiny") and not is_built(tmp_path / "t", 1, "small")
+
+
+def test_cli_build_tiny_prints_size_and_params(tmp_path):
+    from r1platform.cli import app
+    from typer.testing import CliRunner
+
+    built = ensure_tiny_model()
+    res = CliRunner().invoke(app, ["model", "build-tiny", "--out", str(built)])
+    assert res.exit_code == 0 and "2 layers, hidden 128, 539,264 parameters" in res.output
+    res = CliRunner().invoke(
+        app, ["model", "build-tiny", "--size", "huge", "--out", str(tmp_path / "x")]
+    )
+    assert res.exit_code == 1 and "unknown model size preset" in res.output

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,20 +27,68 @@ DEFAULT_SEED = 0
 MODEL_NAME = "tiny-r1"
 
 
-def default_model_dir() -> Path:
-    return cache_dir() / "models" / MODEL_NAME
+HEAD_DIM = (
+    64  # vLLM's CPU attention rejects smaller heads ("Unsupported CPU attention configuration")
+)
 
 
-def model_config(vocab_size: int) -> Qwen2Config:
-    # head_dim 64: vLLM's CPU attention rejects smaller heads ("Unsupported CPU attention configuration").
+@dataclass(frozen=True)
+class SizePreset:
+    """One model size: its shape and how long/fast to pre-train it."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    pretrain_steps: int
+    pretrain_lr: float
+    pretrain_batch: int = 32
+
+    @property
+    def num_attention_heads(self) -> int:
+        return self.hidden_size // HEAD_DIM
+
+
+# "tiny" is the model every test, demo and default job uses; "small" (~50x the parameters) is
+# the second size of the GRPO race, where per-step fixed costs matter less than compute. It
+# pre-trains for fewer, smaller steps at a lower peak lr: a bigger model fits the traces in
+# fewer samples and diverges at tiny's lr, and each of its steps costs ~50x more CPU.
+PRESETS: dict[str, SizePreset] = {
+    "tiny": SizePreset(128, 512, 2, pretrain_steps=600, pretrain_lr=3e-3),
+    "small": SizePreset(512, 1536, 8, pretrain_steps=200, pretrain_lr=1e-3, pretrain_batch=16),
+}
+DEFAULT_PRESET = "tiny"
+
+
+def get_preset(name: str) -> SizePreset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown model size preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def default_model_dir(preset: str = DEFAULT_PRESET) -> Path:
+    get_preset(preset)
+    # tiny keeps its historical directory name, so existing caches stay valid.
+    name = MODEL_NAME if preset == DEFAULT_PRESET else f"{MODEL_NAME}-{preset}"
+    return cache_dir() / "models" / name
+
+
+def count_params(preset: str = DEFAULT_PRESET) -> int:
+    """Exact parameter count (tied embeddings counted once), without allocating weights."""
+    with torch.device("meta"):
+        model = Qwen2ForCausalLM(model_config(len(build_tokenizer()), preset))
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_config(vocab_size: int, preset: str = DEFAULT_PRESET) -> Qwen2Config:
+    size = get_preset(preset)
     return Qwen2Config(
         vocab_size=vocab_size,
-        hidden_size=128,
-        intermediate_size=512,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        head_dim=64,
+        hidden_size=size.hidden_size,
+        intermediate_size=size.intermediate_size,
+        num_hidden_layers=size.num_hidden_layers,
+        num_attention_heads=size.num_attention_heads,
+        num_key_value_heads=size.num_attention_heads,
+        head_dim=HEAD_DIM,
         max_position_embeddings=512,
         rope_theta=10000.0,
         tie_word_embeddings=True,
@@ -98,22 +147,34 @@ def pretrain(
     return losses
 
 
-def build_tiny_model(out: Path, *, seed: int = DEFAULT_SEED, steps: int = 600) -> dict:
+def build_tiny_model(
+    out: Path,
+    *,
+    seed: int = DEFAULT_SEED,
+    steps: int | None = None,
+    preset: str = DEFAULT_PRESET,
+) -> dict:
     """Build deterministically into `out` (written atomically: complete or absent)."""
+    size = get_preset(preset)
+    steps = size.pretrain_steps if steps is None else steps
     torch.manual_seed(seed)
     torch.set_num_threads(2)  # fixed thread count keeps CPU reductions reproducible
     tok = build_tokenizer()
-    model = Qwen2ForCausalLM(model_config(len(tok)))
+    model = Qwen2ForCausalLM(model_config(len(tok), preset))
     t0 = time.perf_counter()
     losses = pretrain(
         model,
         lambda s: tok.encode(s, add_special_tokens=False),
         seed=seed,
         steps=steps,
+        lr=size.pretrain_lr,
+        batch=size.pretrain_batch,
         pad_id=tok.pad_token_id,
     )
     info = {
         "builder_version": BUILDER_VERSION,
+        "preset": preset,
+        "params": sum(p.numel() for p in model.parameters()),
         "seed": seed,
         "steps": steps,
         "final_loss": round(sum(losses[-20:]) / min(20, len(losses)), 4),
@@ -132,18 +193,25 @@ def build_tiny_model(out: Path, *, seed: int = DEFAULT_SEED, steps: int = 600) -
     return info
 
 
-def is_built(path: Path, seed: int = DEFAULT_SEED) -> bool:
+def is_built(path: Path, seed: int = DEFAULT_SEED, preset: str = DEFAULT_PRESET) -> bool:
     stamp = path / "r1p_build.json"
     if not stamp.exists():
         return False
     info = json.loads(stamp.read_text())
-    return info.get("builder_version") == BUILDER_VERSION and info.get("seed") == seed
+    # Stamps written before presets existed have no "preset": they are tiny builds.
+    return (
+        info.get("builder_version") == BUILDER_VERSION
+        and info.get("seed") == seed
+        and info.get("preset", DEFAULT_PRESET) == preset
+    )
 
 
-def ensure_tiny_model(path: Path | None = None, *, seed: int = DEFAULT_SEED) -> Path:
-    """Return the tiny model directory, building it on first use."""
-    path = Path(path) if path else default_model_dir()
-    if not is_built(path, seed):
+def ensure_tiny_model(
+    path: Path | None = None, *, seed: int = DEFAULT_SEED, preset: str = DEFAULT_PRESET
+) -> Path:
+    """Return the model directory of `preset`, building it on first use."""
+    path = Path(path) if path else default_model_dir(preset)
+    if not is_built(path, seed, preset):
         lock = path.parent / f".{path.name}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         import fcntl
@@ -151,6 +219,6 @@ def ensure_tiny_model(path: Path | None = None, *, seed: int = DEFAULT_SEED) -> 
         with open(lock, "w") as fh:
             # Concurrent test workers or jobs must not build the same directory twice.
             fcntl.flock(fh, fcntl.LOCK_EX)
-            if not is_built(path, seed):
-                build_tiny_model(path, seed=seed)
+            if not is_built(path, seed, preset):
+                build_tiny_model(path, seed=seed, preset=preset)
     return path
