@@ -133,6 +133,19 @@ def test_the_legacy_ray_executor_reorders_nodes_but_keeps_tp_groups_whole(tp, pp
     assert resorted[0] == driver_ip
 
 
+def test_without_the_order_bundle_order_alone_would_split_tp_groups(ray_sees):
+    """Why the replica passes an order: PACK may interleave bundles across nodes, and vLLM
+    taking bundle indices as given (VLLM_RAY_BUNDLE_INDICES=0..n-1) would then put one TP
+    group on two nodes."""
+    nodes = ["n-b", "n-a"] * 8
+    pg = FakePG(nodes)
+    ray_sees(pg, "n-b")
+    naive = vllm_ray_utils.get_bundles_for_indices(pg, list(range(16)), 16)
+    assert len({node for _, node, _ in naive[:8]}) == 2
+    ordered = vllm_ray_utils.get_bundles_for_indices(pg, rank_order(nodes, "n-b", 8), 16)
+    assert {node for _, node, _ in ordered[:8]} == {"n-b"}
+
+
 def test_a_placement_that_splits_a_tp_group_is_refused_with_the_counts():
     nodes = ["n-a"] * 5 + ["n-b"] * 11  # a partly busy node: PACK filled its 5 free GPUs
     with pytest.raises(PlacementError, match=r"tensor_parallel_size=8.*5 bundle\(s\) on node n-a"):
