@@ -13,6 +13,7 @@ from .fleet import Fleet
 from .milp import effective_rps
 from .options import training_pools
 from .plan_model import Option
+from .training_memory import pool_min_gpus
 from .workloads import ServingWorkload, TrainingJob
 
 
@@ -133,7 +134,8 @@ def greedy_training(
     out = {}
     for j in jobs:
         pools = sorted(training_pools(j, fleet, job_pools), key=lambda p: (-free[p.name], p.name))
-        if pools and free[pools[0].name] >= max(j.gpus.min, 1):
+        # At least the fewest GPUs the job's memory mode fits on (training_memory).
+        if pools and free[pools[0].name] >= (pool_min_gpus(j, fleet, pools[0]) or 1):
             g = min(j.gpus.max, free[pools[0].name])
             out[(j.name, pools[0].name)] = g
             free[pools[0].name] -= g

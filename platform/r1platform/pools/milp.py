@@ -22,6 +22,7 @@ from .errors import InfeasibleError
 from .fleet import Fleet
 from .options import training_pools
 from .plan_model import Option
+from .training_memory import pool_min_gpus
 from .workloads import ServingWorkload
 
 
@@ -222,16 +223,17 @@ def solve_training(fleet, options, x_serving, jobs, deadline, gap, job_pools=Non
     for j in jobs:
         ws = []
         for p in training_pools(j, fleet, job_pools):
-            if free[p.name] < max(j.gpus.min, 1):
+            lo = pool_min_gpus(j, fleet, p) or 1  # the fewest GPUs its memory mode fits on
+            if free[p.name] < lo:
                 continue
             w = m.var(0, 1)
             y = m.var(0, min(j.gpus.max, free[p.name]))
             ys[(j.name, p.name)] = y
             ws.append(w)
             by_pool[p.name][y] = 1.0
-            # y in [min*w, max*w]: a job runs in one pool, at least min GPUs or not at all.
+            # y in [lo*w, max*w]: a job runs in one pool, on at least lo GPUs or not at all.
             m.row({y: 1.0, w: -float(j.gpus.max)}, -np.inf, 0.0)
-            m.row({y: 1.0, w: -float(max(j.gpus.min, 1))}, 0.0, np.inf)
+            m.row({y: 1.0, w: -float(lo)}, 0.0, np.inf)
         if ws:
             m.row(dict.fromkeys(ws, 1.0), 0.0, 1.0)
     if not ys:

@@ -11,11 +11,8 @@ from .engine_profiles import EngineProfileError, profile_of_model
 from .errors import FitError
 from .fleet import Fleet, Pool
 from .plan_model import Option, Profiles
+from .training_memory import pool_min_gpus
 from .workloads import ServingWorkload, TrainingJob
-
-# Mixed precision AdamW under FSDP: bf16 weights + grads (4 B/param) + fp32 master, m, v
-# (12 B/param), sharded over the job's GPUs (ZeRO-3 / FSDP full shard). Activations excluded.
-TRAIN_BYTES_PER_PARAM = 16.0
 
 
 def build_options(
@@ -143,10 +140,8 @@ def with_floors(
 def training_pools(
     job: TrainingJob, fleet: Fleet, job_pools: Mapping[str, str] | None = None
 ) -> list[Pool]:
-    """Pools a job may use: its pinned pool if it runs in one, allowed types, room for its
-    minimum, and enough memory in total."""
-    spec = fitmod.model_spec(job.model)
-    need = spec.params * TRAIN_BYTES_PER_PARAM
+    """Pools a job may use: its pinned pool if it runs in one, allowed types, and room for the
+    fewest GPUs on which the job fits in the mode it runs (training_memory.pool_min_gpus)."""
     pinned_pool = (job_pools or {}).get(job.name)
     out = []
     for p in fleet.pools:
@@ -154,10 +149,7 @@ def training_pools(
             continue
         if job.gpu_types and p.gpu not in job.gpu_types:
             continue
-        if p.gpus_capacity < max(job.gpus.min, 1):
-            continue
-        per_gpu = fitmod.usable_bytes(fleet.catalog[p.gpu])
-        if max(job.gpus.min, 1) * per_gpu < need and job.gpus.max * per_gpu < need:
+        if pool_min_gpus(job, fleet, p) is None:
             continue
         out.append(p)
     return out

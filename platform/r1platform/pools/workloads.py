@@ -7,7 +7,8 @@ serving:
      min_replicas?, replica_rps?: {GPU: rps}, dtype?, quantization?, kv_cache_dtype?,
      size_mix?: [{share, input_tokens, output_tokens}, ..]}
 training:
-  - {name, model, gpus: {min, max}, gpu_types?: [..], priority}
+  - {name, model, gpus: {min, max}, gpu_types?: [..], priority,
+     parallel_strategy?: auto|ddp|fsdp, precision?: auto|fp32|bf16, kl_reference?}
 ```
 """
 
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from r1platform.training.fsdp import Precision, Strategy
 
 from .catalog import Catalog, load_catalog
 from .errors import PoolsConfigError
@@ -130,6 +133,11 @@ class TrainingJob(BaseModel):
     gpus: GpuRange
     gpu_types: list[str] | None = None
     priority: int = 0
+    # The job's GRPOSettings parallel_strategy / precision: the memory mode the planner sizes
+    # (pools/training_memory.py), resolved by the trainer's own rule on each pool's GPU.
+    parallel_strategy: Strategy = "auto"
+    precision: Precision = "auto"
+    kl_reference: bool = False  # beta > 0: a frozen reference model beside the policy
 
 
 class Workloads(BaseModel):
