@@ -14,9 +14,11 @@ class ControllerConfig(BaseSettings):
     interval_s: float = Field(30.0, gt=0)
     # Headroom above the forecast: the prior, used until a deployment's burstiness has been
     # measured (headroom.Burstiness); from then on it is derived from the SLO and the climbs
-    # measured within one lead time, covering headroom_quantile of them, at most headroom_max.
+    # above forecast measured within one lead time: the least headroom whose expected share of
+    # requests without capacity is within headroom_budget (a part of the SLO's miss budget,
+    # the rest is for what no forecast sees), at most headroom_max.
     headroom: float = Field(0.15, ge=0)
-    headroom_quantile: float = Field(0.99, gt=0.5, lt=1)
+    headroom_budget: float = Field(0.005, gt=0, lt=1)
     headroom_max: float = Field(1.0, ge=0)
     burst_window_s: float = Field(3600.0, gt=0)  # climbs older than this no longer count
     # Holt forecast (forecast.Holt): weight of a new read in the level and of a level change in

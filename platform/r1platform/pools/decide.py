@@ -62,12 +62,15 @@ def decide(
             used[q] += g
 
     actions: list[Action] = []
-    # 1. Serving scale-downs first: they free GPUs for scale-ups in the same cycle.
+    # 1. Serving scale-downs first: they free GPUs for scale-ups in the same cycle. A
+    #    deployment that also grows somewhere this cycle is moving (a cheaper pool or layout):
+    #    make before break, its old replicas go once the new ones had a cooldown to start.
     keys = sorted(set(serving_now) | set(want_s))
+    growing = {d for d, q in keys if want_s.get((d, q), 0) > serving_now.get((d, q), 0)}
     for d, q in keys:
         before, after = serving_now.get((d, q), 0), want_s.get((d, q), 0)
         if after < before:
-            if now - mem.last_up.get(d, -1e18) < cfg.down_cooldown_s:
+            if d in growing or now - mem.last_up.get(d, -1e18) < cfg.down_cooldown_s:
                 continue
             actions.append(
                 Action(

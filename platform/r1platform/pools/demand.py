@@ -86,7 +86,7 @@ def target_rates(
         load = loads.get(name)
         fc, b = mem.fc.get(name), mem.bursts.get(name)
         rise = fc.rise(horizon_s(cfg, (leads or {}).get(name, 0.0))) if fc else 0.0
-        h = b.headroom(cfg.headroom_quantile, cfg.headroom, cfg.headroom_max) if b else None
+        h = b.headroom(cfg.headroom_budget, cfg.headroom, cfg.headroom_max) if b else None
         want = demand(load, cfg, rise, h) if load is not None else default
         mem.headroom[name] = cfg.headroom if h is None else h
         hist = [(t, w) for t, w in mem.wants.get(name, []) if now - t < cfg.down_stabilization_s]

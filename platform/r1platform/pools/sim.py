@@ -137,16 +137,18 @@ def simulate(
     st.jobs = {j.name: SimJob(j) for j in jobs}
     policy.start(st, serving, trace)
 
+    # A control cycle at the same time as a tick runs first (negative sequence numbers), so
+    # the t = 0 tick already finds the first cycle's replicas.
     events: list[tuple[float, int, str]] = []
+    t, seq = 0.0, -(10**9)
+    while t < cfg.duration_s:
+        events.append((t, seq, "control"))
+        seq += 1
+        t += cfg.control_interval_s
     seq = 0
     for k in range(int(cfg.duration_s // cfg.tick_s)):
         events.append((k * cfg.tick_s, seq, "tick"))
         seq += 1
-    t = 0.0
-    while t < cfg.duration_s:
-        events.append((t + 1e-3, seq, "control"))
-        seq += 1
-        t += cfg.control_interval_s
     heapq.heapify(events)
     ctl_wall = 0.0
     n_ctl = 0
@@ -162,6 +164,9 @@ def simulate(
         policy.control(st, serving)
         ctl_wall += time.perf_counter() - t0
         n_ctl += 1
+        if n_ctl == 1 and cfg.warm_start:
+            for r in st.replicas:  # serving ran before the trace began: no cold start at t=0
+                r.ready_at = min(r.ready_at, st.now)
         # A policy may ask for an extra cycle before the next regular one (r1p after a reclaim).
         wake = getattr(policy, "next_control_s", None)
         if wake is not None:

@@ -23,6 +23,9 @@ class SimConfig:
     checkpoint_s: float = 60.0  # time to write a checkpoint before releasing GPUs
     checkpoint_every_s: float = 1800.0  # periodic checkpoints (what a preemption falls back to)
     restart_s: float = 120.0  # a job resizing or resuming does no work for this long
+    # The first control's replicas serve at once (the fleet was serving before the trace
+    # began), so every policy is measured in steady state, not on an empty start.
+    warm_start: bool = True
     load_gbps: float = 2.0  # storage read rate for a replica's weights (coldstart)
 
 

@@ -37,22 +37,24 @@ def test_holt_seasonal_once_a_season_is_seen():
     assert f.predict(120) == pytest.approx(10.0, rel=0.1)
 
 
-def test_headroom_covers_the_quantile_of_measured_climbs():
+def test_headroom_spends_the_slo_budget_on_measured_climbs():
     b = Burstiness(window_s=3600)
-    assert b.headroom(0.99, prior=0.15, cap=1.0) == 0.15  # nothing measured yet: the prior
-    for k in range(40):  # steady: every climb is +5%
+    assert b.headroom(0.005, prior=0.15, cap=1.0) == 0.15  # nothing measured yet: the prior
+    for k in range(40):  # steady: every read 5% above the forecast
         b.observe(60.0 * k, 10.5, forecast=10.0, horizon_s=60)
-    steady = b.headroom(0.99, prior=0.15, cap=1.0)
-    assert steady == pytest.approx(0.05, abs=0.01)
+    steady = b.headroom(0.005, prior=0.15, cap=1.0)
+    # Shortfall (0.05 - h) / 1.05 <= 0.005 -> h = 0.05 - 0.00525.
+    assert steady == pytest.approx(0.05 - 0.00525, abs=1e-6)
     bursty = Burstiness(window_s=3600)
     for k in range(40):
         bursty.observe(60.0 * k, 20.0 if k % 8 == 0 else 10.0, forecast=10.0, horizon_s=60)
-    high = bursty.headroom(0.99, prior=0.15, cap=1.0)
-    assert steady < bursty.headroom(0.9, prior=0.15, cap=1.0) < high <= 1.0
+    high = bursty.headroom(0.005, prior=0.15, cap=1.0)
+    assert steady < bursty.headroom(0.05, prior=0.15, cap=1.0) < high <= 1.0
+    assert bursty.headroom(0.001, prior=0.15, cap=0.5) == 0.5  # capped
     # Old climbs leave the window: after an hour of calm the headroom comes back down.
     for k in range(40, 110):
         bursty.observe(60.0 * k, 10.5, forecast=10.0, horizon_s=60)
-    assert bursty.headroom(0.99, prior=0.15, cap=1.0) == pytest.approx(0.05, abs=0.01)
+    assert bursty.headroom(0.005, prior=0.15, cap=1.0) == pytest.approx(steady, abs=1e-6)
 
 
 def test_cold_start_grows_with_model_size_and_slower_gpus():
