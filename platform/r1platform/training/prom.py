@@ -32,6 +32,12 @@ HISTOGRAMS = {
         "Time to push the new weights to the rollout engines",
         SYNC_BOUNDARIES,
     ),
+    # FSDP only: the all-gather of the sharded weights, the part of the push DDP does not pay.
+    "r1p_grpo_weight_gather_seconds": (
+        "weight_gather_s",
+        "Time to all-gather the FSDP-sharded weights before a push (part of the sync time)",
+        SYNC_BOUNDARIES,
+    ),
 }
 
 EXPORTED_NAMES: frozenset[str] = frozenset(

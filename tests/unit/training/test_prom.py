@@ -5,7 +5,7 @@ from r1platform.training import prom
 
 BASE = {
     "r1p_grpo_reward", "r1p_grpo_accuracy", "r1p_grpo_eval_accuracy", "r1p_grpo_step",
-    "r1p_grpo_step_seconds", "r1p_grpo_weight_sync_seconds",
+    "r1p_grpo_step_seconds", "r1p_grpo_weight_sync_seconds", "r1p_grpo_weight_gather_seconds",
 }  # fmt: skip
 
 
@@ -14,7 +14,11 @@ def test_exported_names_are_the_scraped_series():
                                    "r1p_grpo_eval_accuracy", "r1p_grpo_step")}  # fmt: skip
     hists = {
         f"ray_{n}{sfx}"
-        for n in ("r1p_grpo_step_seconds", "r1p_grpo_weight_sync_seconds")
+        for n in (
+            "r1p_grpo_step_seconds",
+            "r1p_grpo_weight_sync_seconds",
+            "r1p_grpo_weight_gather_seconds",
+        )
         for sfx in ("_bucket", "_sum", "_count")
     }
     assert gauges | hists == prom.EXPORTED_NAMES
