@@ -97,7 +97,7 @@ def test_scaleout_command_is_accepted_by_the_job():
 
 def test_make_bench_steps_and_nesting(tmp_path):
     assert set(run_all.STEPS) == {"serving", "grpo", "rollout", "planner", "fleet_sim.synthetic",
-                                  "fleet_sim.azure", "scaleout"}  # fmt: skip
+                                  "fleet_sim.azure", "sim_fidelity", "scaleout"}  # fmt: skip
     cmd = run_all.step_command("fleet_sim.azure", tmp_path / "x.json", smoke=False)
     assert cmd[1].endswith("bench/fleet_sim.py") and cmd[-2:] == [
         "--json",
