@@ -127,6 +127,13 @@ def engine_args(
     dist = dist or local_distribution(settings)
 
     extra = dict(settings.engine_extra)
+    if dist.backend == "mp" and settings.pipeline_parallel_size > 1:
+        from vllm.platforms import current_platform
+
+        if current_platform.is_cpu():  # cpu_pipeline says why
+            from r1platform.serving.cpu_pipeline import WORKER_CLS
+
+            extra.setdefault("worker_cls", WORKER_CLS)
     # engine_extra may tune structured outputs; its keys win over the platform's.
     structured = {
         **structured_outputs_config(settings),

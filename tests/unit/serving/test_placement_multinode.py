@@ -167,6 +167,11 @@ def test_the_same_builder_makes_the_gpu_and_the_two_node_cpu_engine_args():
     assert (a.pipeline_parallel_size, a.tensor_parallel_size) == (2, 1)
     assert a.distributed_executor_backend == "mp"
     assert (a.nnodes, a.node_rank, a.master_addr, a.master_port) == (2, 1, "10.0.0.7", 29600)
+    # vLLM 0.32's CPU worker skips the pass that allocates a later stage's receive buffers.
+    from r1platform.serving.cpu_pipeline import WORKER_CLS, PipelineCPUWorker
+
+    assert a.worker_cls == WORKER_CLS
+    assert WORKER_CLS.endswith(PipelineCPUWorker.__qualname__)
     one_node = distribution_args(cpu, Distribution("mp"))
     assert "nnodes" not in one_node and one_node["pipeline_parallel_size"] == 2
     g = engine_args(
@@ -175,7 +180,7 @@ def test_the_same_builder_makes_the_gpu_and_the_two_node_cpu_engine_args():
         path,
         Distribution("ray"),
     )
-    assert g.distributed_executor_backend == "ray"
+    assert g.distributed_executor_backend == "ray" and g.worker_cls == "auto"
     assert (g.tensor_parallel_size, g.pipeline_parallel_size, g.nnodes) == (8, 2, 1)
 
 
