@@ -25,19 +25,15 @@ TARGET = 0.80
 
 
 def prompts_batch(n_prompts: int, seed: int) -> list[list[int]]:
-    """One step's prompts, chat-templated and tokenised as the job does."""
+    """One step's prompts, tokenised exactly as the job does (training.batching.prompt_ids)."""
     from r1platform.models.tiny import ensure_tiny_model
+    from r1platform.training.batching import prompt_ids
     from r1platform.training.datasets import load_prompts
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(ensure_tiny_model())
     rows = load_prompts("arithmetic", "train", seed=seed).rows[:n_prompts]
-    return [
-        tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True)
-        if not isinstance(r["prompt"], str)
-        else tok.encode(r["prompt"], add_special_tokens=False)
-        for r in rows
-    ]
+    return [prompt_ids(tok, r["prompt"]) for r in rows]
 
 
 def bare_generate(

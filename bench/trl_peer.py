@@ -263,11 +263,38 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
+def patch_colocate_sync() -> None:
+    """Make TRL 1.16's colocated weight sync work with vLLM 0.32 on CPU.
+
+    TRL pushes each parameter through the vLLM model's `load_weights` one at a time
+    (trl/generation/vllm_generation.py, sync_weights, colocate branch, line 511). vLLM 0.32
+    repacks linear weights after the first load, which drops their `weight_loader`, so that
+    call fails (vllm/model_executor/layers/linear.py:1341: AttributeError: 'Parameter' object
+    has no attribute 'weight_loader'). vLLM 0.32's supported in-place update is the model
+    runner's `reload_weights(weights_iterator=...)` (model_loader/reload/inplace.py), which
+    re-runs that processing; this routes TRL's colocate sync there, with TRL's own parameter
+    iterator and prefix-cache reset. Nothing else in TRL changes."""
+    from trl.generation.vllm_generation import VLLMGeneration
+
+    original = VLLMGeneration.sync_weights
+
+    def sync_weights(self) -> None:
+        if self.mode != "colocate" or self.enable_sleep_mode:
+            return original(self)
+        runner = self.llm.llm_engine.model_executor.driver_worker.model_runner
+        runner.reload_weights(weights_iterator=list(self._iter_named_params()))
+        self.llm.reset_prefix_cache()
+        return None
+
+    VLLMGeneration.sync_weights = sync_weights
+
+
 def vllm_options(args: argparse.Namespace) -> dict:
     """TRL's colocated vLLM, sized like our engines (max_model_len 256, max_num_seqs 64); on
     CPU the KV cache comes from VLLM_CPU_KVCACHE_SPACE, which the orchestrator sets."""
     if not args.use_vllm:
         return {}
+    patch_colocate_sync()
     return {
         "use_vllm": True,
         "vllm_mode": "colocate",
