@@ -91,7 +91,7 @@ def test_unknown_preset_is_a_clear_error():
     import pytest
     from r1platform.models.tiny import default_model_dir
 
-    with pytest.raises(ValueError, match="unknown model size preset 'huge'.*small"):
+    with pytest.raises(ValueError, match=r"unknown model size preset 'huge'.*small"):
         default_model_dir("huge")
 
 
