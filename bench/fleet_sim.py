@@ -107,7 +107,10 @@ def main() -> int:
     args = ap.parse_args()
     seeds = [args.seed] if args.seed is not None else [int(s) for s in args.seeds.split(",")]
     cache = None if args.no_cache else cache_dir() / "fleet_sim"
-    con, err = Console(), Console(stderr=True)  # progress on stderr: HiGHS chatter muted on fd 1
+    con, err = (
+        Console(width=200),
+        Console(stderr=True),
+    )  # progress on stderr: HiGHS chatter muted on fd 1
     t0 = time.perf_counter()
     per_seed = {}
     for seed in seeds:
