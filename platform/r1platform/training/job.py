@@ -205,6 +205,7 @@ def _run_on_ray(s: GRPOSettings, prep: Prepared) -> dict[str, Any]:
         seed=s.seed,
         backend=backend,
         gpu_memory_utilization=s.gpu_memory_utilization,
+        accelerator_type=s.accelerator_type,  # its engine profile sets dtype / enforce_eager
     )
     engine_opts = rollout.engine_actor_options(
         mode=mode,

@@ -96,7 +96,28 @@ class EngineConfig:
     seed: int = 0
     backend: str = CPU_BACKEND
     gpu_memory_utilization: float = 0.3
+    accelerator_type: str | None = None  # the GPU type whose engine profile applies
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def rollout_engine_args(model: str, accelerator_type: str | None) -> dict[str, Any]:
+    """dtype and enforce_eager of a rollout engine: those of serving's engine profile for this
+    model on this process's GPU (serving.engine_args.profile_args: float32 on CPU), with
+    quantization off: the engine reloads the trainer's 16-bit weights every step, and FP8
+    sampling would drift from the policy the trainer scores."""
+    import torch
+
+    from r1platform.config import ModelSettings
+    from r1platform.serving.engine_args import local_gpu_type, profile_args
+
+    gpu = None
+    if torch.cuda.is_available():
+        gpu = local_gpu_type(ModelSettings(accelerator_type=accelerator_type))
+    settings = ModelSettings(path=model, quantization="none")
+    return {
+        "dtype": profile_args(settings, gpu)["dtype"],
+        "enforce_eager": settings.enforce_eager,
+    }
 
 
 class RolloutEngine:
@@ -112,8 +133,7 @@ class RolloutEngine:
         self.cfg = cfg
         self.llm = LLM(
             model=cfg.model,
-            dtype="float32",
-            enforce_eager=True,
+            **rollout_engine_args(cfg.model, cfg.accelerator_type),
             max_model_len=cfg.max_model_len,
             max_num_seqs=cfg.max_num_seqs,
             seed=cfg.seed,

@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from r1platform.config import layered_sources
+from r1platform.training.fsdp import Precision, Strategy, resolve_mode
 
 LossAgg = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 PolicyLoss = Literal["grpo", "gspo"]  # names registered in training/grpo.py
@@ -114,6 +115,14 @@ class GRPOSettings(BaseSettings):
     kv_cache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE on CPU")
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
     weight_sync_backend: SyncBackend = "auto"
+    parallel_strategy: Strategy = Field(
+        "auto", description="auto: FSDP (torch fully_shard) on GPUs, fp32 DDP on CPU"
+    )
+    precision: Precision = Field(
+        "auto",
+        description="auto: bf16 compute over fp32 sharded weights under FSDP on GPUs with bf16, "
+        "else fp32 (the mode the planner sizes the job for)",
+    )
     ray_address: str | None = Field(None, description="default: RAY_ADDRESS or a local Ray")
 
     # Console.
@@ -131,6 +140,8 @@ class GRPOSettings(BaseSettings):
                 f"reward_weights has {len(self.reward_weights)} values for "
                 f"{len(self.rewards)} rewards"
             )
+        # The conflicts no hardware resolves (ddp + bf16); the device's are checked on the worker.
+        resolve_mode(self.parallel_strategy, self.precision, on_gpu=True, bf16_ok=True)
         if self.prompts_per_step % self.num_workers:
             raise ValueError(
                 f"prompts_per_step ({self.prompts_per_step}) must be a multiple of "
