@@ -140,3 +140,42 @@ def test_controller_scales_serving_on_a_live_burst_and_traces_it(live_app, tmp_p
     assert sc.attributes["deployment"] == "tiny-r1" and sc.attributes["before"] == 1
     assert sc.attributes["cost_per_hour_after"] > sc.attributes["cost_per_hour_before"]
     assert (tmp_path / "decisions.jsonl").read_text().count('"scale"') >= 1
+
+
+def test_the_plans_serve_config_is_what_serve_runs(live_app):
+    """plan -> serve_config -> RayServeActuator.deploy on the live app: Serve runs the plan's
+    layout (read back from Serve's own applied config) and the model answers."""
+    from r1platform.pools.actuators import RayServeActuator
+    from r1platform.pools.catalog import load_catalog
+    from r1platform.pools.fleet import Fleet, Pool
+    from r1platform.pools.plan_model import PlanRequest
+    from r1platform.pools.planner import plan_one_layout
+    from r1platform.pools.serve_config import layout_of, layouts_from_config, serve_config
+    from r1platform.pools.workloads import ServingWorkload, SloSpec, Workloads
+    from ray import serve
+
+    fleet = Fleet(
+        pools=[Pool(name="l4", gpu="L4", nodes=1, gpus_per_node=4)], catalog=load_catalog()
+    )
+    w = ServingWorkload(name="tiny-r1", model="tiny-r1", request_rate=1.0, avg_input_tokens=20,
+                        avg_output_tokens=20, slo=SloSpec(ttft_p99_s=5, tpot_p99_s=1),
+                        replica_rps={"L4": 5.0}, min_replicas=1)  # fmt: skip
+    p = plan_one_layout(PlanRequest(fleet, Workloads(serving=[w])))
+    cfg = serve_config(p, models={"tiny-r1": {"max_model_len": 256}})
+    act = RayServeActuator(live_app["dashboard"])
+    act.deploy(cfg)
+    deadline = time.monotonic() + 300
+    while True:
+        app = serve.status().applications["r1"]
+        status = str(getattr(app.status, "value", app.status))
+        applied = act.client.get_serve_details()["applications"]["r1"]["deployed_app_config"]
+        if (
+            status == "RUNNING"
+            and applied.get("import_path") == cfg["applications"][0]["import_path"]
+        ):
+            break
+        assert time.monotonic() < deadline, f"app never ran the plan's config: {status}"
+        time.sleep(2)
+    assert layouts_from_config({"applications": [applied]}) == [layout_of(s) for s in p.serving]
+    assert act.current_replicas() == {("tiny-r1", "l4"): p.serving[0].replicas}
+    _chat(live_app["base"])
