@@ -30,9 +30,22 @@ from r1platform.serving.protocol import (
     error_body,
     parse_request,
 )
-from r1platform.serving.streams import Deadline, LocalStream, chunk_object, has_text
+from r1platform.serving.streams import (
+    Deadline,
+    LocalStream,
+    chunk_object,
+    has_text,
+    replica_lost,
+)
 
 TRACER = "r1platform.serving"
+# A request body larger than this is refused (413) before it is parsed: the largest legitimate
+# body (a context's worth of messages) is far smaller, and parsing is CPU and memory we'd spend
+# on a client's mistake.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+# Times a request is re-sent when the engine replica it went to is lost before the client got
+# any byte (a non-streamed request is re-sent whole; a stream only before its first item).
+REPLICA_RETRIES = 2
 
 
 class EngineHost:
@@ -59,6 +72,11 @@ class EngineHost:
 
     def num_unfinished(self) -> int:
         return self.core.num_unfinished() if self.core is not None else 0
+
+    def load(self) -> dict[str, int]:
+        """This replica's process id and its engine's unfinished requests: a handle call
+        reaches one replica, so callers tell the replicas apart by pid."""
+        return {"pid": os.getpid(), "unfinished": self.num_unfinished()}
 
     def where(self) -> dict[str, Any]:
         import ray
@@ -94,12 +112,50 @@ class EngineDeployment(EngineHost):
         self.core, self.stages = _start_engine(model_id, settings)
 
 
-api = FastAPI(title="r1-platform OpenAI API")
+# FastAPI's own /openapi.json and /docs would answer without a key; the document is served
+# by an ingress route instead, behind the same auth as every route but /health and /metrics.
+api = FastAPI(title="r1-platform OpenAI API", openapi_url=None, docs_url=None, redoc_url=None)
 install_openapi(api, REQUEST_MODELS)
 
 
+class AsciiJSONResponse(JSONResponse):
+    """Error bodies echo client text (a model name, a field name), which may hold lone
+    surrogates that UTF-8 cannot encode; escaped JSON always renders."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, separators=(",", ":")).encode("ascii")
+
+
 def _json_error(err: ClientError) -> JSONResponse:
-    return JSONResponse(err.body(), status_code=err.status)
+    return AsciiJSONResponse(err.body(), status_code=err.status)
+
+
+def _replica_unavailable() -> ClientError:
+    return ClientError(
+        "The model replica serving this request failed; the request was not completed. Retry it.",
+        status=503,
+        type_="server_error",
+        code="replica_unavailable",
+    )
+
+
+# Everything the ingress's routes use is defined above it: @serve.ingress freezes (pickles) the
+# FastAPI app when the class is decorated, with the module globals and exception handlers that
+# exist at that moment; a helper or handler defined below would be missing in the replica.
+def _too_large() -> ClientError:
+    return ClientError(
+        f"Request body too large: the limit is {MAX_BODY_BYTES} bytes.",
+        status=413,
+        code="request_too_large",
+    )
+
+
+@api.exception_handler(Exception)
+async def _unhandled(_request: Request, exc: Exception) -> JSONResponse:
+    # Only genuine server faults reach here: client mistakes are ClientErrors handled in the routes.
+    return AsciiJSONResponse(
+        error_body(f"Internal server error: {type(exc).__name__}", "server_error"), status_code=500
+    )
 
 
 @serve.deployment
@@ -164,9 +220,18 @@ class OpenAIIngress(EngineHost):
         return lambda method, payload: getattr(handle, method).options(stream=True).remote(payload)
 
     async def _payload(self, request: Request) -> Any:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise _too_large()
+        raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:
+            raise _too_large()
         try:
-            return json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            return json.loads(raw)
+        except RecursionError:
+            raise ClientError("Invalid JSON body: nested too deeply") from None
+        # ValueError covers JSONDecodeError, bad UTF-8 and integers past Python's digit limit.
+        except ValueError as err:
             raise ClientError(f"Invalid JSON body: {err}") from None
 
     # ---- routes --------------------------------------------------------------------------
@@ -188,6 +253,14 @@ class OpenAIIngress(EngineHost):
     @api.get("/metrics")
     async def metrics_route(self) -> Response:
         return PlainTextResponse(self.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi_route(self, request: Request) -> Response:
+        try:
+            self.keys.identify(request.headers.get("authorization"))
+        except ClientError as err:
+            return _json_error(err)
+        return JSONResponse(api.openapi())
 
     @api.get("/v1/models")
     async def models(self, request: Request) -> Response:
@@ -238,41 +311,54 @@ class OpenAIIngress(EngineHost):
             return self._fail(span, model, method, err, t0)
         self.metrics.in_flight.labels(model).inc()
         deadline = Deadline(self.settings.request_timeout_s - (time.perf_counter() - t0))
-        stream = open_stream(method, payload)
         # Items are told apart by key (protocol.StreamItem): error, meta, tail, else a chunk.
         ttft: float | None = None
         body: dict[str, Any] | None = None
         tail: Tail | None = None
+        stream: Any = None
         try:
-            item = await deadline.read(stream)
-            if "meta" in item:  # the engine sends it once the first token exists
-                ttft = time.perf_counter() - t0
-                span.set_attribute("gen_ai.response.id", item["meta"]["id"])
-            elif "error" in item:
-                deadline.cancel()
-                self.limiter.release(key_id)
-                self.metrics.in_flight.labels(model).dec()
-                return self._fail(span, model, method, ClientError.from_item(item), t0)
-            if req.stream:
-                return StreamingResponse(
-                    self._sse(stream, item, deadline, span, key_id, model, method, req, t0),
-                    media_type="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-                )
-            while True:
-                if "choices" in item:
-                    body = item
-                elif "tail" in item:
+            for attempt in range(REPLICA_RETRIES + 1):
+                stream = open_stream(method, payload)
+                try:
+                    item = await deadline.read(stream)
+                    if "meta" in item:  # the engine sends it once the first token exists
+                        ttft = time.perf_counter() - t0
+                        span.set_attribute("gen_ai.response.id", item["meta"]["id"])
+                    elif "error" in item:
+                        deadline.cancel()
+                        self.limiter.release(key_id)
+                        self.metrics.in_flight.labels(model).dec()
+                        return self._fail(span, model, method, ClientError.from_item(item), t0)
+                    if req.stream:
+                        return StreamingResponse(
+                            self._sse(stream, item, deadline, span, key_id, model, method, req, t0),
+                            media_type="text/event-stream",
+                            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                        )
+                    while "tail" not in item:
+                        if "choices" in item:
+                            body = item
+                        item = await deadline.read(stream)
                     tail = item["tail"]
                     break
-                item = await deadline.read(stream)
+                except Exception as err:
+                    # Nothing has reached the client yet, so another replica can take it whole.
+                    if not replica_lost(err) or attempt == REPLICA_RETRIES:
+                        raise
+                    stream.cancel()
+                    span.add_event("retry", {"error.type": type(err).__name__})
         except TimeoutError:
             stream.cancel()
             self._finish(span, key_id, model, method, 504, None, None, t0)
             return _json_error(self._timeout())
-        except BaseException:
+        except BaseException as err:
+            # One handler: a `raise` inside a sibling `except` would skip this bookkeeping.
             deadline.cancel()
-            stream.cancel()
+            if stream is not None:
+                stream.cancel()
+            if isinstance(err, Exception) and replica_lost(err):  # retries used up
+                self._finish(span, key_id, model, method, 503, None, None, t0)
+                return _json_error(_replica_unavailable())
             self._finish(span, key_id, model, method, 500, None, None, t0)
             raise
         deadline.cancel()
@@ -335,6 +421,20 @@ class OpenAIIngress(EngineHost):
             stream.cancel()
             yield b"data: " + json.dumps(self._timeout().body()).encode() + b"\n\n"
             yield b"data: [DONE]\n\n"
+        except Exception as err:
+            # The engine side failed mid-stream (e.g. its replica died): the status line is
+            # long sent, so the stream ends with an error event instead of a silent cut.
+            status = 503 if replica_lost(err) else 500
+            stream.cancel()
+            lost = _replica_unavailable()
+            if status == 500:
+                lost = ClientError(
+                    f"Internal server error: {type(err).__name__}",
+                    status=500,
+                    type_="server_error",
+                )
+            yield b"data: " + json.dumps(lost.body()).encode() + b"\n\n"
+            yield b"data: [DONE]\n\n"
         except BaseException:
             # Client went away (or we are shutting down): stop the engine request now.
             status = 499
@@ -393,11 +493,3 @@ class OpenAIIngress(EngineHost):
             span.set_status(Status(StatusCode.ERROR))
         span.end()
         self.metrics.observe_done(model, method, status, usage, ttft, time.perf_counter() - t0)
-
-
-@api.exception_handler(Exception)
-async def _unhandled(_request: Request, exc: Exception) -> JSONResponse:
-    # Only genuine server faults reach here: client mistakes are ClientErrors handled above.
-    return JSONResponse(
-        error_body(f"Internal server error: {type(exc).__name__}", "server_error"), status_code=500
-    )

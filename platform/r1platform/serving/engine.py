@@ -101,6 +101,7 @@ class R1Engine:
             if si == "auto":
                 si = adaptive_stream_interval(self.engine.get_num_unfinished_requests())
         so = req.structured_output()
+        self._check_token_ids(req)
         try:
             return SamplingParams(
                 **req.sampling(max_tokens),
@@ -110,6 +111,20 @@ class R1Engine:
             )
         except (VLLMClientError, ValueError) as err:  # vLLM's own checks
             raise vllm_client_error(err) from None
+
+    def _check_token_ids(self, req: ChatRequest | CompletionRequest) -> None:
+        """vLLM indexes the logits with logit_bias keys unchecked: an id past the vocabulary
+        would fail inside the engine core and take every request on it down."""
+        vocab = len(self.tokenizer)
+        for name, ids in (
+            ("logit_bias", [int(k) for k in req.logit_bias or ()]),
+            ("stop_token_ids", req.stop_token_ids or []),
+        ):
+            bad = [t for t in ids if t >= vocab]
+            if bad:
+                raise ClientError(
+                    f"{name}: token ids must be in [0, {vocab}), got {bad[0]}", param=name
+                )
 
     async def _start(self, ids: list[int], params: Any, rid: str) -> tuple[AsyncIterator[Any], Any]:
         """Submit to vLLM and wait for the first output, so that a request vLLM refuses (its

@@ -79,3 +79,14 @@ def has_text(chunk: dict[str, Any]) -> bool:
         if (d and (d.get("content") or d.get("reasoning_content"))) or c.get("text"):
             return True
     return False
+
+
+def replica_lost(err: BaseException) -> bool:
+    """Whether `err` means the replica (or node) running the request is gone, not that the
+    request itself is bad: only then may it be sent again."""
+    from ray.exceptions import NodeDiedError, RayActorError, RayTaskError, WorkerCrashedError
+
+    lost = (RayActorError, WorkerCrashedError, NodeDiedError)
+    if isinstance(err, RayTaskError):
+        return isinstance(err.cause, lost)
+    return isinstance(err, lost)

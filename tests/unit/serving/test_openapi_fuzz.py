@@ -54,7 +54,7 @@ def test_generated_bodies_are_accepted_or_refused_cleanly(path, mode):
 
     @given(_operation(path).as_strategy(generation_mode=mode))
     @settings(
-        max_examples=150,
+        max_examples=100,
         deadline=None,
         database=None,
         suppress_health_check=list(HealthCheck),
@@ -91,7 +91,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None, database=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(
     st.sampled_from(REQUEST_MODELS),
     st.fixed_dictionaries(
