@@ -33,7 +33,8 @@ demo: install
 # PROOF holds the long live scenarios (minutes of real cooldowns on a whole cluster): they
 # run in `make proof`, which CI runs right after `make test`, so `make test` keeps well inside
 # its 30-minute budget on 2 cores.
-PROOF := tests/integration/test_pools_cycle.py tests/integration/test_controller_fault.py
+PROOF := tests/integration/test_pools_cycle.py tests/integration/test_controller_fault.py \
+  tests/integration/test_grpo_faults.py
 INTEGRATION := $(filter-out $(PROOF),$(wildcard tests/integration/test_*.py))
 
 test: install lint

@@ -8,20 +8,20 @@ from typing import Any
 
 from r1platform.training import rewards
 from r1platform.training.batching import prompt_ids
-from r1platform.training.rollout import generate_groups
 
 
 def evaluate(
-    handles: Sequence[Any],
+    engine: Any,
     tokenizer: Any,
     rows: Sequence[dict[str, Any]],
     funcs: Sequence[rewards.RewardFunc],
     max_new_tokens: int,
 ) -> dict[str, float]:
-    """Greedy decoding on the held-out rows; `eval_accuracy` is the accuracy reward's mean."""
+    """Greedy decoding on the held-out rows through an engine handle (training/engines.py);
+    `eval_accuracy` is the accuracy reward's mean."""
     prompts = [prompt_ids(tokenizer, r["prompt"]) for r in rows]
-    groups = generate_groups(
-        handles, prompts, n=1, temperature=0.0, max_tokens=max_new_tokens, logprobs=False
+    groups = engine.generate(
+        prompts, n=1, temperature=0.0, max_tokens=max_new_tokens, logprobs=False
     )
     texts = [g[0].text for g in groups]
     _, per_func = rewards.score(texts, list(rows), funcs)

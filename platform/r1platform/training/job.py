@@ -188,6 +188,7 @@ def _run_on_ray(s: GRPOSettings, prep: Prepared) -> dict[str, Any]:
     mode = detect_mode(ray.cluster_resources())
     use_gpu = s.use_gpu if s.use_gpu is not None else mode == "gpu"
     backend = rollout.sync_backend(s.weight_sync_backend, mode)
+    hybrid = s.colocate
     if prep.skipped:
         print(f"grpo: skipped {prep.skipped} malformed dataset rows", flush=True)
     print(
@@ -214,11 +215,17 @@ def _run_on_ray(s: GRPOSettings, prep: Prepared) -> dict[str, Any]:
         pool=s.rollout_pool,
         kv_cache_gib=s.kv_cache_gib,
     )
-    engine_units = elastic.engine_gpus(
-        mode, s.num_rollout_engines, s.accelerator_type, s.rollout_pool
-    )
+    engine_units = (
+        0 if hybrid else elastic.engine_gpus(
+            mode, s.num_rollout_engines, s.accelerator_type, s.rollout_pool
+        )
+    )  # fmt: skip
+    if hybrid:
+        print("grpo: hybrid mode: a vLLM engine inside each train worker", flush=True)
 
     def start_engines() -> list[Any]:
+        if hybrid:
+            return []  # each train worker starts its own (training/engines.py)
         t = time.perf_counter()
         handles = rollout.start_engines(s.num_rollout_engines, engine_cfg, engine_opts)
         print(f"grpo: {len(handles)} rollout engine(s) ready in {time.perf_counter() - t:.1f}s")
@@ -239,6 +246,7 @@ def _run_on_ray(s: GRPOSettings, prep: Prepared) -> dict[str, Any]:
             storage_path=prep.storage_path,
             use_gpu=use_gpu,
             sync_backend=backend,
+            local_engine=engine_cfg if hybrid else None,
             control={
                 "name": elastic.actor_name(s.run_name),
                 "engines": engine_units,

@@ -66,6 +66,10 @@ def engine_actor_options(
     if resources:
         opts["resources"] = resources
     opts["runtime_env"] = {"env_vars": env}
+    # A lost engine comes back by itself (base weights, version "0"); its next rollout call
+    # refuses to serve the wrong version, the step fails, and Ray Train resumes the job from
+    # its last checkpoint, whose first act is a weight push. In-flight calls are not retried.
+    opts["max_restarts"] = ENGINE_RESTARTS
     return opts
 
 
@@ -76,6 +80,12 @@ def sync_backend(requested: str, mode: PlacementMode) -> str:
 
 
 # ---------------------------------------------------------------------------- the engine actor
+
+ENGINE_RESTARTS = 3
+
+
+class StaleEngine(RuntimeError):
+    """The engine serves other weights than the trainer expects (it was restarted)."""
 
 
 @dataclass
@@ -146,8 +156,19 @@ class RolloutEngine:
         )
         self.version = "0"
 
+    @classmethod
+    def wrap(cls, cfg: EngineConfig, llm: Any) -> RolloutEngine:
+        """An engine around an `LLM` that already exists (or a stand-in with its methods)."""
+        engine = cls.__new__(cls)
+        engine.cfg, engine.llm, engine.version = cfg, llm, "0"
+        return engine
+
     def ready(self) -> str:
         return self.version
+
+    def pid(self) -> int:
+        """The engine's process (operators, and the fault tests that kill it)."""
+        return os.getpid()
 
     def generate(
         self,
@@ -158,8 +179,15 @@ class RolloutEngine:
         max_tokens: int,
         seeds: Sequence[int] | None = None,
         logprobs: bool = True,
+        version: str | None = None,
     ) -> list[list[Sample]]:
         from vllm import SamplingParams
+
+        if version is not None and version != self.version:
+            raise StaleEngine(
+                f"rollout engine serves weights version {self.version}, the trainer expects "
+                f"{version} (the engine was restarted)"
+            )
 
         params = [
             SamplingParams(
@@ -240,8 +268,10 @@ def generate_groups(
     max_tokens: int,
     seeds: Sequence[int] | None = None,
     logprobs: bool = True,
+    version: str | None = None,
 ) -> list[list[Sample]]:
-    """Spread prompts over the engines in contiguous slices; results keep prompt order."""
+    """Spread prompts over the engines in contiguous slices; results keep prompt order.
+    `version`: the weights each engine must serve (StaleEngine otherwise)."""
     import ray
 
     if not prompts:
@@ -256,6 +286,7 @@ def generate_groups(
             max_tokens=max_tokens,
             seeds=None if seeds is None else list(seeds[bounds[i] : bounds[i + 1]]),
             logprobs=logprobs,
+            version=version,
         )
         for i in range(k)
     ]

@@ -15,9 +15,9 @@ import torch
 
 from r1platform.training import distributed as dist
 from r1platform.training import grpo, rewards
-from r1platform.training.batching import prompt_ids
-from r1platform.training.rollout import Sample, generate_groups
+from r1platform.training.rollout import Sample
 from r1platform.training.settings import GRPOSettings
+from r1platform.training.steptime import StepTimer
 
 
 @dataclass
@@ -78,31 +78,32 @@ def refill(batch: RolloutBatch, extra: RolloutBatch) -> RolloutBatch:
 
 
 def sample_groups(
-    handles: Sequence[Any],
-    tokenizer: Any,
+    engine: Any,
+    encode: Callable[[dict[str, Any]], list[int]],
     rows: list[dict[str, Any]],
     seeds: list[int],
     funcs: Sequence[rewards.RewardFunc],
     s: GRPOSettings,
+    timer: StepTimer,
 ) -> RolloutBatch:
-    """G samples per row from the engines, scored by the reward functions."""
-    prompts = [prompt_ids(tokenizer, r["prompt"]) for r in rows]
-    groups = generate_groups(
-        handles,
-        prompts,
-        n=s.group_size,
-        temperature=s.temperature,
-        max_tokens=s.max_new_tokens,
-        seeds=seeds,
-    )
+    """G samples per row from the engine handle (training/engines.py), scored by the reward
+    functions; `encode(row)` gives the row's prompt token ids."""
+    with timer.phase("data"):
+        prompts = [encode(r) for r in rows]
+    with timer.phase("rollout"):
+        groups = engine.generate(
+            prompts, n=s.group_size, temperature=s.temperature, max_tokens=s.max_new_tokens,
+            seeds=seeds,
+        )  # fmt: skip
     batch = RolloutBatch(s.group_size, rows, prompts, groups, [], {})
-    total, per_func = rewards.score([c.text for c in batch.samples], batch.flat_rows, funcs)
+    with timer.phase("reward"):
+        total, per_func = rewards.score([c.text for c in batch.samples], batch.flat_rows, funcs)
     return replace(batch, total=total, per_func=per_func)
 
 
 def rollout(
-    handles: Sequence[Any],
-    tokenizer: Any,
+    engine: Any,
+    encode: Callable[[dict[str, Any]], list[int]],
     rows: list[dict[str, Any]],
     draw: Callable[[], list[int]],
     funcs: Sequence[rewards.RewardFunc],
@@ -110,11 +111,12 @@ def rollout(
     *,
     step: int,
     world: int,
+    timer: StepTimer,
 ) -> RolloutBatch:
     """This rank's batch for `step`; with dynamic sampling, tied groups refilled (collective)."""
     picked = [rows[i] for i in draw()]
     seeds = [hash((s.seed, step, r["_idx"])) % (2**31) for r in picked]
-    batch = sample_groups(handles, tokenizer, picked, seeds, funcs, s)
+    batch = sample_groups(engine, encode, picked, seeds, funcs, s, timer)
     if not s.dynamic_sampling:
         return batch
     batch = batch.with_keep()
@@ -125,6 +127,6 @@ def rollout(
         if all(batch.keep):
             continue
         seeds = [hash((s.seed, step, refills, r["_idx"])) % (2**31) for r in extra_rows]
-        extra = sample_groups(handles, tokenizer, extra_rows, seeds, funcs, s).with_keep()
+        extra = sample_groups(engine, encode, extra_rows, seeds, funcs, s, timer).with_keep()
         batch = refill(batch, extra)
     return replace(batch, refill_rounds=refills)

@@ -107,6 +107,14 @@ class GRPOSettings(BaseSettings):
         description="pool the train workers run on, one GPU (simulated: one pool:P unit) each; "
         "the pool controller may move it (elastic grow)",
     )
+    colocate: bool = Field(
+        False,
+        description="hybrid mode: the vLLM engine runs inside each train worker, sharing its "
+        "CPU or GPU (GPU: vLLM sleep mode during the update); off: engine actors of their own",
+    )
+    sleep_level: Literal[1, 2] = Field(
+        2, description="hybrid on GPU: vLLM sleep level during the update (2 frees the weights)"
+    )
     worker_cpus: float = Field(0.5, ge=0)
     engine_cpus: float = Field(0.25, ge=0)
     use_gpu: bool | None = Field(None, description="default: when the cluster has GPUs")
@@ -142,6 +150,11 @@ class GRPOSettings(BaseSettings):
             )
         # The conflicts no hardware resolves (ddp + bf16); the device's are checked on the worker.
         resolve_mode(self.parallel_strategy, self.precision, on_gpu=True, bf16_ok=True)
+        if self.colocate and self.rollout_pool:
+            raise ValueError(
+                "colocate runs the engine inside the train workers; rollout_pool places "
+                "separate engines: set one of them"
+            )
         if self.prompts_per_step % self.num_workers:
             raise ValueError(
                 f"prompts_per_step ({self.prompts_per_step}) must be a multiple of "

@@ -20,23 +20,25 @@ import random
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from r1platform.contracts.resources import pool_key
-from r1platform.training import checkpoints, rewards, sampling
+from r1platform.training import checkpoints, engines, rewards, sampling
 from r1platform.training import distributed as dist
+from r1platform.training.batching import prompt_ids
 from r1platform.training.checkpoints import TrainingAborted
 from r1platform.training.console import note, report_step
 from r1platform.training.cursor import DataCursor
 from r1platform.training.elastic import RESIZE_KEY, ControlClient
 from r1platform.training.evaluation import evaluate
 from r1platform.training.metrics import MetricsLog, aggregate, jsonable, otel_ok
-from r1platform.training.rollout import WeightSync
+from r1platform.training.rollout import EngineConfig
 from r1platform.training.settings import GRPOSettings
+from r1platform.training.steptime import Reporter, StepTimer
 from r1platform.training.update import UpdateResult, policy_update
 
 TRACER = "r1platform.training"
@@ -45,10 +47,11 @@ __all__ = ["TrainingAborted", "build_trainer", "train_loop"]
 
 def train_loop(config: dict[str, Any]) -> None:
     s = GRPOSettings(**config["settings"])
-    handles, eval_rows = config["engines"], config["eval_rows"]
+    eval_rows = config["eval_rows"]
     w = setup_worker(config, s)
     rank, world = w.rank, w.world
     funcs = rewards.load_reward_funcs(s.reward_specs())
+    engine = make_engine(config, s, w)  # every rank at once: vLLM joins the ranks' group
     pids = dist.allgather(os.getpid(), world)  # collective: before rank 0 goes its own way
     lead = Lead(config, s, w, pids) if rank == 0 else None  # rank 0's outputs
     t_start = time.perf_counter()  # time_limit_s counts from here, the first push included
@@ -57,38 +60,48 @@ def train_loop(config: dict[str, Any]) -> None:
         return w.cursor.take_slice(s.prompts_per_step, rank, world)
 
     def eval_now() -> dict[str, float]:
-        return evaluate(handles, w.tokenizer, eval_rows, funcs, s.max_new_tokens)
+        return evaluate(engine, w.tokenizer, eval_rows, funcs, s.max_new_tokens)
 
     # Engines may hold older weights (fresh start after a crash, or a resume): push first.
-    first_sync = push_weights(lead, w.updates, world)
+    first_sync = push_weights(engine, w.updates, world)
     if w.step == 0:
         record = {"step": 0, "weight_sync_s": first_sync, "workers": world, "prompts_seen": 0}
         emit(lead, {**record, **eval_now()} if lead else record)
     elif lead:
         note(f"grpo resumed at step {w.step} (weights version {w.updates})")
 
+    report_s = 0.0  # the previous step's reporting, carried into this step's timing
     while w.step < s.max_steps:
         t0 = time.perf_counter()
         w.step += 1
+        timer = StepTimer(report_s)
         # --- rollout (with dynamic-sampling refills)
-        rb = sampling.rollout(handles, w.tokenizer, w.rows, draw, funcs, s,
-                              step=w.step, world=world)  # fmt: skip
+        rb = sampling.rollout(engine, w.encode, w.rows, draw, funcs, s, step=w.step,
+                              world=world, timer=timer)  # fmt: skip
         rollout_s = time.perf_counter() - t0
-        # --- update
+        # --- update (a hybrid engine on a GPU sleeps through it)
         t_train = time.perf_counter()
+        with timer.phase("sync"):
+            engine.release()
         up = policy_update(w.model, w.ref_model, w.opt, rb, s, pad_id=w.pad_id,
-                           poison=w.step in s.inject_nan_steps, world=world)  # fmt: skip
+                           poison=w.step in s.inject_nan_steps, world=world,
+                           timer=timer)  # fmt: skip
         w.updates += up.optimizer_steps
         times = {"rollout_s": rollout_s, "train_s": time.perf_counter() - t_train}
         # --- weight sync (only when the weights changed)
-        times["sync_s"] = push_weights(lead, w.updates, world) if not up.skipped else 0.0
+        with timer.phase("sync"):
+            times["sync_s"] = push_weights(engine, w.updates, world) if not up.skipped else 0.0
         # --- log
         w.bad_streak = w.bad_streak + 1 if up.skipped else 0
-        record = step_record(w, rb, up, times, s.group_size, lead is not None)
+        with timer.phase("metrics"):
+            record = step_record(w, rb, up, times, s.group_size, lead is not None)
         out_of_time = s.time_limit_s is not None and time.perf_counter() - t_start > s.time_limit_s
         due_eval = w.step % s.eval_every == 0 or w.step >= s.max_steps or out_of_time
+        record.update(timer.record(time.perf_counter() - t0))  # the steady part: no eval
         if due_eval and lead and not up.skipped:
+            t_eval = time.perf_counter()
             record.update(eval_now())
+            record["timing/eval_s"] = time.perf_counter() - t_eval
         record["step_s"] = time.perf_counter() - t0
         if w.bad_streak >= s.max_bad_steps:
             abort(lead, record, w.bad_streak)
@@ -97,8 +110,12 @@ def train_loop(config: dict[str, Any]) -> None:
         resize = None if final else dist.broadcast(lead.control.poll() if lead else None, world)
         due_ckpt = (w.step % s.save_every == 0 or final) and not up.skipped
         ck_dir = save(w, s) if due_ckpt or resize else None
+        t_report = time.perf_counter()
         emit(lead, record, ck_dir, {RESIZE_KEY: resize} if resize else None)
+        report_s = time.perf_counter() - t_report
         if final or resize:
+            if lead:
+                lead.reporter.flush()  # metrics.jsonl complete before the fit returns
             if resize and lead:
                 note(f"grpo: checkpointed step {w.step}; releasing for a resize")
             break
@@ -122,11 +139,30 @@ class Worker:
     step: int = 0
     updates: int = 0  # optimizer steps so far: the weights version the engines serve
     bad_streak: int = 0  # consecutive skipped (non-finite) steps
+    prompt_tokens: dict[int, list[int]] = field(default_factory=dict)  # by row `_idx`
 
     @property
     def pad_id(self) -> int:
         pad = self.tokenizer.pad_token_id
         return pad if pad is not None else 0
+
+    def encode(self, row: dict[str, Any]) -> list[int]:
+        """The row's prompt token ids, tokenised once per run (epochs revisit rows)."""
+        ids = self.prompt_tokens.get(row["_idx"])
+        if ids is None:
+            ids = self.prompt_tokens[row["_idx"]] = prompt_ids(self.tokenizer, row["prompt"])
+        return ids
+
+
+def make_engine(config: dict[str, Any], s: GRPOSettings, w: Worker) -> engines.EngineHandle:
+    """Hybrid: this worker's own in-process engine; disaggregated: the job's engine actors."""
+    cfg: EngineConfig | None = config.get("local_engine")
+    if cfg is None:
+        return engines.RemoteEngines(
+            config["engines"], config["sync_backend"], w.model, sender=w.rank == 0
+        )
+    return engines.LocalEngine(cfg, w.model, gpu=torch.cuda.is_available(),
+                               sleep_level=s.sleep_level, kv_cache_gib=s.kv_cache_gib)  # fmt: skip
 
 
 def setup_worker(config: dict[str, Any], s: GRPOSettings) -> Worker:
@@ -196,8 +232,9 @@ def _load_rows(shard: Any, *, progress: bool) -> list[dict[str, Any]]:
 
 
 class Lead:
-    """Rank 0's outputs: metrics.jsonl, the console, Prometheus, the weight push to the
-    engines and the elastic control client. Other ranks hold None instead."""
+    """Rank 0's outputs: metrics.jsonl, the console, Prometheus (written by a background
+    reporter, off the step's critical path) and the elastic control client. Other ranks hold
+    None instead."""
 
     def __init__(self, config: dict[str, Any], s: GRPOSettings, w: Worker, pids: list[int]) -> None:
         from r1platform.training.prom import GRPOMetrics
@@ -206,18 +243,25 @@ class Lead:
         # Where each rank runs, for operators (and the worker-kill test): rank -> pid.
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "workers.json").write_text(json.dumps(dict(enumerate(pids))))
+        if config["engines"]:  # and each engine actor (the engine-kill test): index -> pid
+            import ray
+
+            engine_pids = ray.get([h.pid.remote() for h in config["engines"]], timeout=600)
+            (out_dir / "engines.json").write_text(json.dumps(dict(enumerate(engine_pids))))
         self.log = MetricsLog(out_dir / "metrics.jsonl", w.step)
-        self.sync = WeightSync(config["engines"], config["sync_backend"], w.model)
+        self.reporter = Reporter()
         self.control = ControlClient(
             config.get("control"), world=w.world, prompts_per_step=s.prompts_per_step
         )
         self.prom = GRPOMetrics(s.run_name)
 
 
-def push_weights(lead: Lead | None, version: int, world: int) -> float:
-    """Rank 0 pushes the weights to every engine; all ranks wait for it (seconds taken)."""
-    secs = lead.sync.push(str(version)) if lead is not None else 0.0
-    dist.barrier(world)
+def push_weights(engine: engines.EngineHandle, version: int, world: int) -> float:
+    """The weights to the engines (seconds taken): hybrid, each rank loads its own engine;
+    disaggregated, rank 0 pushes to every engine while the other ranks wait."""
+    secs = engine.sync(str(version))
+    if not engine.syncs_on_every_rank:
+        dist.barrier(world)
     return secs
 
 
@@ -266,11 +310,19 @@ def emit(
     from r1platform.telemetry import span
 
     if lead is not None:
-        lead.log.write(record)
-        report_step(record)
-        lead.prom.observe_step(record)
-        with span(TRACER, "grpo.step", **{k: v for k, v in record.items() if otel_ok(v)}):
-            pass
+
+        def write(log: MetricsLog = lead.log, prom: Any = lead.prom) -> None:
+            log.write(record)
+            report_step(record)
+            prom.observe_step(record)
+            with span(TRACER, "grpo.step", **{k: v for k, v in record.items() if otel_ok(v)}):
+                pass
+
+        lead.reporter.submit(write)
+        if checkpoint_dir is not None:
+            # The checkpoint's step is on disk before Ray Train registers the checkpoint: a
+            # crash right after it must not resume past a step missing from metrics.jsonl.
+            lead.reporter.flush()
     ck = Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
     name = f"step_{record['step']:06d}" if ck else None
     ray.train.report({**jsonable(record), **(extra or {})}, checkpoint=ck,
@@ -294,6 +346,7 @@ def abort(lead: Lead | None, record: dict[str, Any], bad_streak: int) -> None:
     """Too many non-finite steps in a row: stop for good (every rank raises)."""
     step = record["step"]
     if lead is not None:
+        lead.reporter.flush()
         note(
             f"[red]grpo aborted: {bad_streak} consecutive steps with a non-finite loss "
             f"(last at step {step}); the last good checkpoint is kept[/red]"
@@ -320,14 +373,18 @@ def build_trainer(
     use_gpu: bool,
     sync_backend: str,
     control: dict[str, Any] | None = None,
+    local_engine: EngineConfig | None = None,
     loop: Callable[[dict[str, Any]], None] = train_loop,
 ) -> Any:
-    """`control`: {"name", "engines", "pool"} of the job's elastic control actor, or None."""
+    """`control`: {"name", "engines", "pool"} of the job's elastic control actor, or None.
+    `local_engine`: hybrid mode, each worker starts this engine in-process (then `engines`
+    is empty)."""
     import ray.data
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     s = settings
+    # Hybrid: the engine and the trainer take turns in one process, so no extra CPUs.
     resources: dict[str, float] = {"CPU": s.worker_cpus}
     accelerator_type = s.accelerator_type
     if s.train_pool:
@@ -360,6 +417,7 @@ def build_trainer(
             "output_dir": output_dir,
             "sync_backend": sync_backend,
             "control": control,
+            "local_engine": local_engine,
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=scaling,
