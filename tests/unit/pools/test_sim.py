@@ -40,7 +40,7 @@ def results():
     fleet = scenarios.fleet(200, mix={"H100": 0.5, "A100-80G": 0.3, "L4": 0.2})
     gpus = sum(p.gpus_capacity for p in fleet.pools)
     wl = scenarios.workloads(3, seed=5, total_gpus=gpus, load=0.3)
-    cfg = sim.SimConfig(duration_s=4 * 3600, control_interval_s=300, seed=2)
+    cfg = sim.SimConfig(duration_s=2 * 3600, control_interval_s=300, seed=2)
     tr = trace.synthetic(86400, cfg.tick_s, 2)
     jobs = sim.job_queue(4, 2, cfg.duration_s, gpus)
     return {r.policy: r for r in sim.run_all(fleet, list(wl.serving), jobs, tr, cfg)}, gpus, cfg
@@ -78,7 +78,7 @@ def test_simulation_is_deterministic(results):
     fleet = scenarios.fleet(200, mix={"H100": 0.5, "A100-80G": 0.3, "L4": 0.2})
     gpus = sum(p.gpus_capacity for p in fleet.pools)
     wl = scenarios.workloads(3, seed=5, total_gpus=gpus, load=0.3)
-    cfg = sim.SimConfig(duration_s=4 * 3600, control_interval_s=300, seed=2)
+    cfg = sim.SimConfig(duration_s=2 * 3600, control_interval_s=300, seed=2)
     tr = trace.synthetic(86400, cfg.tick_s, 2)
     again = sim.simulate(
         sim.FirstFitPolicy("catalog"),
