@@ -456,16 +456,19 @@ class ServeWatch:
                 self.errors.append(repr(e)[:200])
             time.sleep(0.5)
 
-    def start_times(self) -> list[float]:
-        """Seconds from each raise of the target to that many replicas RUNNING."""
-        out = []
+    def start_times(self) -> tuple[list[float], float]:
+        """Seconds from each raise of the target to that many replicas RUNNING, and the
+        longest wait of a raise never served (a lower bound on the start time; 0 if none)."""
+        out, pending = [], 0.0
         for i in range(1, len(self.samples)):
             t, target, _ = self.samples[i]
             if target > self.samples[i - 1][1]:
                 ready = next((s[0] for s in self.samples[i:] if s[2] >= target), None)
                 if ready is not None:
                     out.append(ready - t)
-        return out
+                else:
+                    pending = max(pending, self.samples[-1][0] - t)
+        return out, pending
 
 
 def run_live(minutes: int, compress: float, seed: int, workdir: Path) -> dict[str, Any]:
@@ -510,6 +513,8 @@ def run_live(minutes: int, compress: float, seed: int, workdir: Path) -> dict[st
             time.sleep(2)
         print("live: measuring one replica's capacity under the job's load", flush=True)
         cap = probe_capacity(base)
+        # The controller must not see the probe's load: let the rate window forget it.
+        time.sleep(CONTROL["rate_window_s"] + 2 * METRICS_EXPORT_S)
         reqs = read_requests(AZURE_CONV)
         times = [r.t for r in reqs]
         start = pick_window(times, minutes)
@@ -542,7 +547,7 @@ def run_live(minutes: int, compress: float, seed: int, workdir: Path) -> dict[st
             for k, r in (("shrink_release_s", "reclaim"), ("pause_release_s", "pause"))
         }
         every = [x for v in releases.values() for x in v]
-        starts = watch.start_times()
+        starts, never = watch.start_times()
         return {
             "t0": t0,
             "duration_s": duration,
@@ -554,7 +559,9 @@ def run_live(minutes: int, compress: float, seed: int, workdir: Path) -> dict[st
             "decisions": _jsonl(decisions),
             "measured": {
                 "replica_rps": cap,
-                "replica_start_s": statistics.median(starts) if starts else 30.0,
+                # Replicas that never ran during the replay started later than it lasted.
+                "replica_start_s": statistics.median(starts) if starts else max(never, 30.0),
+                "replica_never_ran_s": round(never, 1),
                 **{k: statistics.median(v) for k, v in releases.items() if v},
                 "checkpoint_s": statistics.median(every) if every else 20.0,
                 "restart_s": 20.0,
