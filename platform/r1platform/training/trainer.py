@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from r1platform.contracts.resources import pool_key
-from r1platform.training import checkpoints, engines, rewards, sampling
+from r1platform.training import checkpoints, engines, fsdp, rewards, sampling
 from r1platform.training import distributed as dist
 from r1platform.training.batching import prompt_ids
 from r1platform.training.checkpoints import TrainingAborted
@@ -63,9 +63,10 @@ def train_loop(config: dict[str, Any]) -> None:
         return evaluate(engine, w.tokenizer, eval_rows, funcs, s.max_new_tokens)
 
     # Engines may hold older weights (fresh start after a crash, or a resume): push first.
-    first_sync = push_weights(engine, w.updates, world)
+    first_sync = push_weights(engine, w.weights, w.updates, world)
     if w.step == 0:
-        record = {"step": 0, "weight_sync_s": first_sync, "workers": world, "prompts_seen": 0}
+        record = {"step": 0, "weight_sync_s": first_sync, **w.weights.record(), "workers": world,
+                  "prompts_seen": 0}  # fmt: skip
         emit(lead, {**record, **eval_now()} if lead else record)
     elif lead:
         note(f"grpo resumed at step {w.step} (weights version {w.updates})")
@@ -90,11 +91,13 @@ def train_loop(config: dict[str, Any]) -> None:
         times = {"rollout_s": rollout_s, "train_s": time.perf_counter() - t_train}
         # --- weight sync (only when the weights changed)
         with timer.phase("sync"):
-            times["sync_s"] = push_weights(engine, w.updates, world) if not up.skipped else 0.0
+            synced = not up.skipped
+            times["sync_s"] = push_weights(engine, w.weights, w.updates, world) if synced else 0.0
         # --- log
         w.bad_streak = w.bad_streak + 1 if up.skipped else 0
         with timer.phase("metrics"):
             record = step_record(w, rb, up, times, s.group_size, lead is not None)
+            record.update(w.weights.record() if synced else {})  # FSDP: the gather part
         out_of_time = s.time_limit_s is not None and time.perf_counter() - t_start > s.time_limit_s
         due_eval = w.step % s.eval_every == 0 or w.step >= s.max_steps or out_of_time
         record.update(timer.record(time.perf_counter() - t0))  # the steady part: no eval
@@ -140,6 +143,7 @@ class Worker:
     updates: int = 0  # optimizer steps so far: the weights version the engines serve
     bad_streak: int = 0  # consecutive skipped (non-finite) steps
     prompt_tokens: dict[int, list[int]] = field(default_factory=dict)  # by row `_idx`
+    weights: Any = None  # fsdp.SyncWeights: what the engines load (full tensors under FSDP)
 
     @property
     def pad_id(self) -> int:
@@ -159,9 +163,9 @@ def make_engine(config: dict[str, Any], s: GRPOSettings, w: Worker) -> engines.E
     cfg: EngineConfig | None = config.get("local_engine")
     if cfg is None:
         return engines.RemoteEngines(
-            config["engines"], config["sync_backend"], w.model, sender=w.rank == 0
+            config["engines"], config["sync_backend"], w.weights, sender=w.rank == 0
         )
-    return engines.LocalEngine(cfg, w.model, gpu=torch.cuda.is_available(),
+    return engines.LocalEngine(cfg, w.weights, gpu=torch.cuda.is_available(),
                                sleep_level=s.sleep_level, kv_cache_gib=s.kv_cache_gib)  # fmt: skip
 
 
@@ -186,14 +190,17 @@ def setup_worker(config: dict[str, Any], s: GRPOSettings) -> Worker:
                 config["model_path"], dtype=torch.float32
             )
             ref_model.requires_grad_(False).eval()
-        model = ray.train.torch.prepare_model(model)
+        mode = fsdp.worker_mode(s.parallel_strategy, s.precision)  # DDP fp32 or FSDP (bf16)
+        model = fsdp.prepare(model, mode)
+        ref_model = fsdp.prepare_reference(ref_model, mode)
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
         if state is not None:
-            opt.load_state_dict(state["optimizer"])
+            fsdp.load_optimizer_state(model, opt, state["optimizer"])
 
     rows = _load_rows(ray.train.get_dataset_shard("train"), progress=s.verbose)
     w = Worker(rank, world, model, ref_model, opt, tokenizer, rows, DataCursor(len(rows), s.seed))
+    w.weights = fsdp.SyncWeights(model, mode)
     if state is not None:
         w.step, w.updates = state["step"], state["updates"]
         w.bad_streak = state.get("bad_streak", 0)
@@ -256,10 +263,13 @@ class Lead:
         self.prom = GRPOMetrics(s.run_name)
 
 
-def push_weights(engine: engines.EngineHandle, version: int, world: int) -> float:
-    """The weights to the engines (seconds taken): hybrid, each rank loads its own engine;
-    disaggregated, rank 0 pushes to every engine while the other ranks wait."""
-    secs = engine.sync(str(version))
+def push_weights(
+    engine: engines.EngineHandle, weights: fsdp.SyncWeights, version: int, world: int
+) -> float:
+    """The weights to the engines (seconds taken, the FSDP gather included): hybrid, each rank
+    loads its own engine; disaggregated, rank 0 pushes to every engine while the others wait."""
+    gather_s = weights.gather(everywhere=engine.syncs_on_every_rank)  # a collective under FSDP
+    secs = gather_s + engine.sync(str(version))
     if not engine.syncs_on_every_rank:
         dist.barrier(world)
     return secs
@@ -332,14 +342,15 @@ def emit(
 def save(w: Worker, s: GRPOSettings) -> Path | None:
     """Checkpoint this step (collective: every rank's RNG state); rank 0 writes it."""
     rngs = dist.allgather(checkpoints.rng_state(), w.world)
+    model, opt = fsdp.checkpoint_views(w.model, w.opt)  # FSDP: gathered (every rank joins)
     if w.rank != 0:
         return None
     state = checkpoints.trainer_state(
-        step=w.step, updates=w.updates, bad_streak=w.bad_streak, optimizer=w.opt,
+        step=w.step, updates=w.updates, bad_streak=w.bad_streak, optimizer=opt,
         cursor=w.cursor, rngs=rngs, settings=s.model_dump(),
     )  # fmt: skip
     tmp = Path(tempfile.mkdtemp(prefix="r1p-ckpt-"))
-    return checkpoints.save_checkpoint(tmp, w.model, w.tokenizer, state)
+    return checkpoints.save_checkpoint(tmp, model, w.tokenizer, state)
 
 
 def abort(lead: Lead | None, record: dict[str, Any], bad_streak: int) -> None:
