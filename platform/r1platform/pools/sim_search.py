@@ -225,7 +225,8 @@ def _merge(runs: list[dict | None]) -> dict | None:
     if not runs:
         return None
     n = len(runs)
-    out = {k: sum(r[k] for r in runs) / n for k in runs[0] if isinstance(runs[0][k], (int, float))}
+    nums = [k for k in runs[0] if all(isinstance(r.get(k), (int, float)) for r in runs)]
+    out = {k: sum(r[k] for r in runs) / n for k in nums}
     out["slo_attainment"] = min(r["slo_attainment"] for r in runs)
     out["harvest_ratio"] = min(r["harvest_ratio"] for r in runs)
     out["lost_gpu_hours"] = max(r["lost_gpu_hours"] for r in runs)

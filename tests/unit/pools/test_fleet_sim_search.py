@@ -113,6 +113,8 @@ def test_json_document_has_the_summary_and_detail_keys():
         }
 
     doc = sim_search.aggregate({1: seed(0.0), 2: seed(0.002)})
+    missed = sim_search.aggregate({1: seed(0.0), 3: seed(-0.01)})  # one seed below the SLO
+    assert missed["r1p"]["cost_at_slo"] is None and missed["targets"]["slo"]["met"] is False
     json.dumps(doc)  # serialisable as is
     keys = {"slo_attainment", "serving_cost", "cost_at_slo", "harvest_ratio", "lost_gpu_hours"}
     for k in ("r1p", "first_fit", "single_type", "static", "clairvoyant"):
