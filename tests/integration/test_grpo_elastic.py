@@ -31,7 +31,9 @@ def ray_pool():
     ray.shutdown()
 
 
-def test_shrink_then_grow_loses_no_step(ray_pool, tmp_path: Path):
+# Hybrid (vLLM inside each train worker, the CPU default) and disaggregated (vLLM actors).
+@pytest.mark.parametrize("colocate", [True, False], ids=["hybrid", "disaggregated"])
+def test_shrink_then_grow_loses_no_step(ray_pool, tmp_path: Path, colocate: bool):
     import ray
     from r1platform.pools.actuators import RayActorTraining
     from r1platform.training.job import run
@@ -67,7 +69,8 @@ def test_shrink_then_grow_loses_no_step(ray_pool, tmp_path: Path):
     t0 = time.time()
     res = run(parse_settings(None, output_dir=str(tmp_path), num_workers=2, train_pool="h100",
                              prompts_per_step=B, group_size=4, max_new_tokens=32, eval_size=8,
-                             max_steps=10, save_every=100, eval_every=100, max_failures=0))  # fmt: skip
+                             max_steps=10, save_every=100, eval_every=100, max_failures=0,
+                             colocate=colocate))  # fmt: skip
     t.join(timeout=30)
     wall = time.time() - t0
     assert not errors, errors
@@ -102,12 +105,13 @@ def test_shrink_then_grow_loses_no_step(ray_pool, tmp_path: Path):
     # The job ended and holds nothing: its actor reports "finished" (0) until the driver's
     # handle is collected, then it is gone (None: not running).
     assert ctl.current_gpus("grpo") in (0, None)
-    print(f"elastic GRPO wall {wall:.1f}s, resizes at steps {shrink['step']}, {grow['step']}")
+    print(f"elastic GRPO ({'hybrid' if colocate else 'disaggregated'}) wall {wall:.1f}s, "
+          f"resizes at steps {shrink['step']}, {grow['step']}")  # fmt: skip
 
 
 def test_shrink_below_minimum_pauses_then_grow_resumes(ray_pool, tmp_path: Path):
-    # The engine holds a pool unit too (rollout_pool), so shrink(1) leaves no room for a
-    # worker: the job checkpoints, releases everything (engine included) and waits.
+    # The engine holds a pool unit too (rollout_pool, so disaggregated), so shrink(1) leaves
+    # no room for a worker: the job checkpoints, releases everything (engine included), waits.
     import ray
     from r1platform.pools.actuators import RayActorTraining
     from r1platform.training.job import run

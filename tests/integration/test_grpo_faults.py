@@ -51,8 +51,8 @@ def _kill_when(out: Path, pids_file: str, killed: dict) -> None:
 
 @pytest.mark.parametrize(
     ("target", "colocate"),
-    [("engines.json", False)],
-    ids=["engine-disaggregated"],
+    [("workers.json", True), ("workers.json", False), ("engines.json", False)],
+    ids=["worker-hybrid", "worker-disaggregated", "engine-disaggregated"],
 )
 def test_killed_process_mid_run_resumes_from_checkpoint(
     ray_local, tmp_path: Path, target: str, colocate: bool

@@ -13,7 +13,7 @@
   its prompts over them.
 
 On a worker's CPU the two alternate (generate, then train), so in-process both get every core
-and no step pays a cross-process hop.
+and no step pays a cross-process hop; that is why hybrid is the CPU default (settings).
 """
 
 from __future__ import annotations

@@ -188,7 +188,7 @@ def _run_on_ray(s: GRPOSettings, prep: Prepared) -> dict[str, Any]:
     mode = detect_mode(ray.cluster_resources())
     use_gpu = s.use_gpu if s.use_gpu is not None else mode == "gpu"
     backend = rollout.sync_backend(s.weight_sync_backend, mode)
-    hybrid = s.colocate
+    hybrid = s.colocated(mode)
     if prep.skipped:
         print(f"grpo: skipped {prep.skipped} malformed dataset rows", flush=True)
     print(

@@ -107,10 +107,11 @@ class GRPOSettings(BaseSettings):
         description="pool the train workers run on, one GPU (simulated: one pool:P unit) each; "
         "the pool controller may move it (elastic grow)",
     )
-    colocate: bool = Field(
-        False,
+    colocate: bool | None = Field(
+        None,
         description="hybrid mode: the vLLM engine runs inside each train worker, sharing its "
-        "CPU or GPU (GPU: vLLM sleep mode during the update); off: engine actors of their own",
+        "CPU or GPU (GPU: vLLM sleep mode during the update); default: on when the cluster "
+        "has no GPUs and no rollout_pool is set, else disaggregated engine actors",
     )
     sleep_level: Literal[1, 2] = Field(
         2, description="hybrid on GPU: vLLM sleep level during the update (2 frees the weights)"
@@ -172,6 +173,12 @@ class GRPOSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return layered_sources(settings_cls, init_settings, env_settings, _yaml_file.get())
+
+    def colocated(self, mode: str) -> bool:
+        """Hybrid or not on a cluster of this placement mode (contracts.placement_mode)."""
+        if self.colocate is not None:
+            return self.colocate
+        return mode != "gpu" and self.rollout_pool is None
 
     def reward_specs(self) -> list[dict[str, Any]]:
         # Format is a shaping term: weighted like accuracy it wins, and the policy learns to

@@ -143,8 +143,11 @@ def test_engine_actors_restart_and_do_not_retry_calls():
     assert "max_task_retries" not in opts  # a retried call would run on the base weights
 
 
-def test_hybrid_excludes_a_rollout_pool():
-    assert parse_settings(None, colocate=True).colocate
+def test_hybrid_is_the_cpu_default_and_excludes_a_rollout_pool():
+    s = parse_settings(None)
+    assert s.colocated("simulated") and not s.colocated("gpu")
+    assert not parse_settings(None, rollout_pool="h100").colocated("simulated")
+    assert parse_settings(None, colocate=True).colocated("gpu")
     with pytest.raises(GRPOSettingsError, match="colocate"):
         parse_settings(None, colocate=True, rollout_pool="h100")
 
