@@ -111,8 +111,8 @@ def control_cmd(
         bool,
         typer.Option(
             "--kubernetes",
-            help="In a Kubernetes cluster: replica counts go into the RayService's "
-            "serveConfigV2, pools are discovered from the nodes (needs --address, --rayservice).",
+            help="In a Kubernetes cluster: replica counts and planned layouts go into the "
+            "RayService's serveConfigV2, pools are discovered from the nodes (needs --address, --rayservice).",
         ),
     ] = False,
     namespace: Annotated[

@@ -7,8 +7,10 @@ One cycle is four phases, each a method that can be called and tested on its own
   record  -> decisions to the local record, Prometheus metrics, the cycle's span.
 IO sits behind the Protocols in `protocols`, so the same loop runs against Ray Serve / the Ray
 autoscaler / GRPO jobs, against in-memory fakes in tests, and inside the simulator. Every cycle
-is one `pools.reconcile` span with `pools.plan`, `pools.scale`, `pools.reclaim`, `pools.lend`
-children.
+is one `pools.reconcile` span with `pools.plan`, `pools.deploy`, `pools.scale`, `pools.reclaim`,
+`pools.lend` children. A plan that changes a deployment's TP, PP, engine profile or pool is
+deployed whole (serve_config(plan) through the Serve actuator, one write, one `deploy`
+decision); replica-only changes are set_replicas calls.
 
 A cycle never ends the loop: a failed read or actuator (dashboard, GCS, a job's actor) becomes
 an `error` decision with its message and trace id, and `run` retries with backoff. A lend or
@@ -31,7 +33,7 @@ from r1platform.telemetry import get_tracer, set_attributes
 from . import decisions as rec
 from .control_config import ControllerConfig
 from .cycle import Observation, Planned, plan_avoiding_reclaim, plan_request, settle_in_flight
-from .decide import Action, decide, serving_cost
+from .decide import Action, applied_plan, decide, layout_changes, layout_key, serving_cost
 from .demand import Memory, forecast_error
 from .errors import InfeasibleError, PoolsError
 from .fleet import Fleet
@@ -45,6 +47,7 @@ from .protocols import (
     ServeActuator,
     TrainingActuator,
 )
+from .serve_config import serve_config
 from .workloads import Workloads
 
 TRACER = "r1platform.pools"
@@ -198,9 +201,25 @@ class Controller:
             if a.kind == "scale":
                 after[(a.target, a.pool)] = a.after
         costs = serving_cost(p, obs.serving_now), serving_cost(p, after)
+        # A change of TP, PP, engine profile or pool is one whole Serve config write (Serve
+        # rolls the changed deployments itself); this cycle's scale actions ride in it. An
+        # actuator without deploy (the simulator's) keeps scaling replica by replica.
+        changes = {}
+        if hasattr(self.serve, "deploy"):
+            changes = layout_changes(p, obs.serving_now, self.mem.deployed, self.mem.layout)
+        deploy_error = None
+        if changes:
+            d, deploy_error = self._deploy(changes, applied_plan(p, after), obs, costs)
+            out.append(d)
         for a in actions:
+            folded = bool(changes) and a.kind == "scale"
             with self.tracer.start_as_current_span(f"pools.{a.kind}") as s:
-                error = self._apply(a, now)
+                if folded:
+                    error = deploy_error
+                    if error is None and not self.dry_run and a.after > a.before:
+                        self.mem.last_up[a.target] = now
+                else:
+                    error = self._apply(a, now)
                 attrs = {
                     "pool": a.pool,
                     "gpu": a.gpu,
@@ -224,7 +243,7 @@ class Controller:
                         a.gpu,
                         a.before,
                         a.after,
-                        a.reason,
+                        a.reason + ("; applied by the deploy" if folded else ""),
                         *costs,
                         s,
                         error,
@@ -307,6 +326,52 @@ class Controller:
             return self._decision(
                 "retry", job, pool, None, held, target, reason, None, None, s, error
             )
+
+    def _deploy(
+        self, changes: dict[Pair, str], applied: Plan, obs: Observation, costs: tuple
+    ) -> tuple[rec.Decision, str | None]:
+        """Deploy serve_config(applied) through the Serve actuator in one write. Booked (the
+        new layouts pinned, the full layouts remembered) only once the actuator accepted it:
+        a failure leaves the loop's view as it was, so the next cycle deploys again."""
+        what = "; ".join(f"{d}@{q}: {c}" for (d, q), c in sorted(changes.items()))
+        before = sum(n for (d, _), n in obs.serving_now.items() if d in {k[0] for k in changes})
+        after = sum(s.replicas for s in applied.serving if (s.deployment, s.pool) in changes)
+        with self.tracer.start_as_current_span("pools.deploy") as span:
+            error = None
+            if not self.dry_run:
+                try:
+                    self.serve.deploy(serve_config(applied))
+                except Exception as e:  # recorded; the next cycle tries again
+                    error = f"{type(e).__name__}: {e}"
+            if error is None and not self.dry_run:
+                deps = {s.deployment for s in applied.serving}
+                for k in [k for k in self.mem.deployed if k[0] in deps]:
+                    del self.mem.deployed[k]  # Serve no longer lists D@P the config left out
+                for s_ in applied.serving:
+                    k = (s_.deployment, s_.pool)
+                    self.mem.layout[k] = (s_.tp, s_.pp)
+                    self.mem.deployed[k] = layout_key(s_)
+            attrs = {
+                "deployments": ",".join(f"{d}@{q}" for d, q in sorted(changes)),
+                "changes": what,
+                "before": before,
+                "after": after,
+                "cost_per_hour_before": costs[0],
+                "cost_per_hour_after": costs[1],
+                "dry_run": self.dry_run,
+            }
+            if error:
+                attrs["error"] = error
+                span.set_status(StatusCode.ERROR, error)
+            set_attributes(span, attrs)
+            pools = sorted({q for _, q in changes})
+            reason = f"layout change ({what}): the plan's Serve config in one write"
+            target = ",".join(sorted({d for d, _ in changes}))
+            pool = pools[0] if len(pools) == 1 else None
+            d = self._decision(
+                "deploy", target, pool, None, before, after, reason, *costs, span, error
+            )
+            return d, error
 
     def _apply(self, a: Action, now: float) -> str | None:
         """Act; an actuator's failure is returned (recorded on the span and the decision), so

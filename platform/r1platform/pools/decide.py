@@ -12,17 +12,18 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .control_config import ControllerConfig
 from .demand import Memory
 from .fleet import Fleet
-from .plan_model import Plan
+from .plan_model import Plan, ServingAssignment
+from .serve_config import layout_of
 
 
 @dataclass(frozen=True)
 class Action:
-    kind: str  # scale | reclaim | lend
+    kind: str  # scale | reclaim | lend (a layout change is one `deploy`, see layout_changes)
     target: str
     pool: str
     gpu: str
@@ -172,3 +173,53 @@ def serving_cost(p: Plan, replicas: Mapping[tuple[str, str], int]) -> float:
     for s in p.serving:
         per[(s.deployment, s.pool)] = s.cost_per_hour / max(s.replicas, 1)
     return float(sum(n * per.get(k, 0.0) for k, n in replicas.items()))
+
+
+def layout_key(s: ServingAssignment) -> tuple:
+    """What a D@P runs apart from its replica count: TP, PP and the engine profile, as the
+    Serve config writes it (serve_config.layout_of)."""
+    x = layout_of(s)
+    return (x.tp, x.pp, x.dtype, x.quantization, x.kv_cache_dtype)
+
+
+def _show(k: tuple) -> str:
+    tp, pp, *prof = k
+    return f"TP{tp}xPP{pp}" + "".join(f" {v}" for v in prof if v not in (None, "auto"))
+
+
+def layout_changes(
+    p: Plan,
+    serving_now: Mapping[tuple[str, str], int],
+    deployed: Mapping[tuple[str, str], tuple],
+    layouts: Mapping[tuple[str, str], tuple[int, int]],
+) -> dict[tuple[str, str], str]:
+    """Per planned D@P whose layout differs from what Serve has, what changes. Known layouts are
+    `deployed` (full, what this loop last deployed) else `layouts` (TP x PP only, as read at
+    start or booked by an earlier cycle); a D@P never seen is new, not a change. A deployment
+    that leaves every pool it runs on for another one changes pool. Replica counts are not a
+    layout: they keep the cheaper set_replicas path."""
+    running = {k for k, n in serving_now.items() if n > 0}
+    planned = {(s.deployment, s.pool) for s in p.serving}
+    out = {}
+    for s in p.serving:
+        k, want = (s.deployment, s.pool), layout_key(s)
+        left = sorted(q for d, q in running if d == s.deployment and (d, q) not in planned)
+        stays = any(d == s.deployment and (d, q) in planned for d, q in running)
+        if left and not stays:
+            out[k] = f"pool {','.join(left)} -> {s.pool}"
+        elif k in deployed and deployed[k] != want:
+            out[k] = f"{_show(deployed[k])} -> {_show(want)}"
+        elif k not in deployed and k in layouts and layouts[k] != want[:2]:
+            out[k] = f"{_show(layouts[k])} -> {_show(want)}"
+    return out
+
+
+def applied_plan(p: Plan, after: Mapping[tuple[str, str], int]) -> Plan:
+    """The plan as this cycle applies it: each D@P at the replica count its scale action
+    granted (or keeps); a D@P granted none yet is left out of the Serve config."""
+    rows = [
+        replace(s, replicas=after.get((s.deployment, s.pool), 0))
+        for s in p.serving
+        if after.get((s.deployment, s.pool), 0) > 0
+    ]
+    return replace(p, serving=rows)

@@ -23,7 +23,7 @@ _lock = threading.Lock()
 class Decision:
     ts: float
     cycle: int
-    kind: str  # scale | reclaim | lend | retry | rollback | capacity | plan | error
+    kind: str  # scale | deploy | reclaim | lend | retry | rollback | capacity | plan | error
     target: str  # deployment, job or pool the decision acts on
     pool: str | None
     gpu: str | None

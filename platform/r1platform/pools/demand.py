@@ -28,6 +28,9 @@ class Memory:
     pending_grow: dict[str, tuple[int, float]] = field(default_factory=dict)  # (gpus, since)
     job_pool: dict[str, str] = field(default_factory=dict)
     layout: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    # The full layout (TP, PP, dtype, quantization, kv_cache_dtype) each D@P was last deployed
+    # with by this loop: a plan that differs from it is deployed as a whole Serve config.
+    deployed: dict[tuple[str, str], tuple] = field(default_factory=dict)
     # Arrival rate each deployment was expected to have at the next cycle (forecast error).
     forecast: dict[str, float] = field(default_factory=dict)
     cycle: int = 0

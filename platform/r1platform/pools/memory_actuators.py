@@ -8,9 +8,11 @@ request and then never carry it out (`drop_next`), the case a reply alone cannot
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from .protocols import DeploymentLoad
 from .workloads import Workloads
@@ -54,6 +56,7 @@ class MemoryServe(FailureInjection):
         # TP x PP each deployment's replicas were built with (a test fills it in: the layout
         # comes from the serving settings, not from set_replicas).
         self.layout: dict[tuple[str, str], tuple[int, int]] = {}
+        self.configs: list[dict[str, Any]] = []  # every Serve config deployed, in order
 
     def layouts(self) -> dict[tuple[str, str], tuple[int, int]]:
         self._call("layouts")
@@ -66,6 +69,17 @@ class MemoryServe(FailureInjection):
     def set_replicas(self, deployment: str, pool: str, replicas: int) -> None:
         self._call("set_replicas")
         self.replicas[(deployment, pool)] = replicas
+
+    def deploy(self, config: dict[str, Any]) -> None:
+        """As Serve applies a config: what it lists runs as listed (read back through the
+        platform's Settings, as the live app would build it), D@P it no longer lists are gone."""
+        from .serve_config import layouts_from_config
+
+        self._call("deploy")
+        layouts = layouts_from_config(config)
+        self.configs.append(copy.deepcopy(config))
+        self.replicas = {(x.deployment, x.pool): x.replicas for x in layouts}
+        self.layout = {(x.deployment, x.pool): (x.tp, x.pp) for x in layouts}
 
 
 class MemoryCapacity(FailureInjection):

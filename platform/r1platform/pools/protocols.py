@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from .fleet import Fleet
 
@@ -35,6 +35,11 @@ class ServeActuator(Protocol):
         ...
 
     def set_replicas(self, deployment: str, pool: str, replicas: int) -> None: ...
+
+    def deploy(self, config: dict[str, Any]) -> None:
+        """Apply a whole Serve config (serve_config.serve_config(plan)) in one write: how a
+        change of TP, PP, engine profile or pool reaches Serve (set_replicas only scales)."""
+        ...
 
 
 class CapacityActuator(Protocol):
