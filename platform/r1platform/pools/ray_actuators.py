@@ -17,6 +17,7 @@ from r1platform.contracts.resources import ACCELERATOR_LABEL, POOL_LABEL, pool_k
 
 from .fleet import Fleet
 from .metrics_load import MetricsLoadSource
+from .serve_config import carry_running
 
 PoolPairs = Callable[[], Iterable[tuple[str, str]]]  # -> (pool name, GPU type) of the fleet
 
@@ -112,9 +113,9 @@ class RayServeActuator:
         Serve rolls every changed deployment (new TP, PP or profile) as one update."""
         cfg = self._config(self.client.get_serve_details())
         names = {a["name"] for a in config["applications"]}
-        cfg["applications"] = [a for a in cfg["applications"] if a.get("name") not in names] + list(
-            config["applications"]
-        )
+        cfg["applications"] = [
+            a for a in cfg["applications"] if a.get("name") not in names
+        ] + carry_running(list(config["applications"]), cfg["applications"])
         self.client.deploy_applications(cfg)
 
 

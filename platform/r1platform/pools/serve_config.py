@@ -131,6 +131,56 @@ def serve_config(
     }
 
 
+# What serve_config writes for each model: everything else in a running model's settings
+# (max_model_len, engine_extra, ...) is the operator's, not the plan's, and must survive a deploy.
+_PLAN_KEYS = frozenset(
+    {
+        "path",
+        "pool",
+        "accelerator_type",
+        "tensor_parallel_size",
+        "pipeline_parallel_size",
+        "autoscaling",
+        "dtype",
+        "quantization",
+        "kv_cache_dtype",
+    }
+)
+
+
+def carry_running(
+    new_apps: list[dict[str, Any]], running_apps: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """`new_apps` (from serve_config) with what the plan does not decide taken from the running
+    application of the same name: the `serve:` block (host, API keys, limits), each model's
+    non-layout settings and the runtime_env. Without this a controller deploy would drop the
+    operator's API keys and max_model_len. Pure, so both Serve actuators share it."""
+    running = {a.get("name"): a for a in running_apps if isinstance(a, dict)}
+    out = []
+    for app in new_apps:
+        old = running.get(app.get("name"))
+        if old is None:
+            out.append(app)
+            continue
+        old_args = old.get("args") or {}
+        args = dict(app.get("args") or {})
+        if "serve" not in args and "serve" in old_args:
+            args["serve"] = old_args["serve"]
+        old_models = old_args.get("models") or {}
+        args["models"] = {
+            name: {
+                **{k: v for k, v in (old_models.get(name) or {}).items() if k not in _PLAN_KEYS},
+                **ms,
+            }
+            for name, ms in (args.get("models") or {}).items()
+        }
+        merged = {**app, "args": args}
+        if old.get("runtime_env"):
+            merged["runtime_env"] = old["runtime_env"]
+        out.append(merged)
+    return out
+
+
 def layouts_from_config(config: Mapping[str, Any]) -> list[DeployedLayout]:
     """Read a Serve config back through the platform's own Settings: what each `D@P` will run
     (the replica count from the deployment override when there is one, as Serve applies it)."""

@@ -19,6 +19,7 @@ from r1platform.pools.planner import plan, plan_one_layout
 from r1platform.pools.ray_actuators import RayServeActuator
 from r1platform.pools.serve_config import (
     ServeConfigError,
+    carry_running,
     layout_of,
     layouts_from_config,
     serve_config,
@@ -195,3 +196,54 @@ def test_rayservice_actuator_deploys_into_serve_config_v2_and_owns_its_counts():
     assert layouts_from_config(doc) == layouts_from_config(cfg)
     assert act.current_replicas()[("r1", "h100")] == 1
     assert act.owned["r1@h100"] == 1
+
+
+def test_a_deploy_keeps_the_operators_keys_and_model_extras_from_the_running_app():
+    cfg = serve_config(_plan())
+    running = {
+        "name": "r1",
+        "import_path": "serve_apps.r1_chat:build_app_from_args",
+        "runtime_env": {"env_vars": {"R1P_CONFIG": "/etc/r1p/settings.yaml"}},
+        "args": {
+            "serve": {"api_keys": ["sk-operator"]},
+            "models": {"r1": {"max_model_len": 4096, "tensor_parallel_size": 4}},
+        },
+    }
+    (app,) = carry_running(cfg["applications"], [running])
+    assert app["args"]["serve"] == {"api_keys": ["sk-operator"]}
+    assert app["args"]["models"]["r1"]["max_model_len"] == 4096
+    # The plan's layout wins over the running one; only what the plan does not decide is kept.
+    assert app["args"]["models"]["r1"]["tensor_parallel_size"] == 8
+    assert app["runtime_env"] == running["runtime_env"]
+    assert layouts_from_config({"applications": [app]}) == layouts_from_config(cfg)
+    # An application that is not running yet is deployed as planned.
+    assert carry_running(cfg["applications"], []) == cfg["applications"]
+
+
+def test_both_serve_actuators_carry_the_running_keys_into_a_deploy():
+    running = {
+        "name": "r1",
+        "import_path": "serve_apps.r1_chat:build_app_from_args",
+        "args": {"serve": {"api_keys": ["sk-operator"]}, "models": {}},
+    }
+    act = RayServeActuator.__new__(RayServeActuator)
+    act.client = _Client({"applications": {"r1": {"deployed_app_config": running}}})
+    act.deploy(serve_config(_plan()))
+    (sent,) = act.client.deployed
+    assert sent["applications"][0]["args"]["serve"] == {"api_keys": ["sk-operator"]}
+
+    fake = FakeKube()
+    fake.add(
+        {
+            "apiVersion": "ray.io/v1",
+            "kind": "RayService",
+            "metadata": {"name": "r1", "namespace": "ml"},
+            "spec": {"serveConfigV2": yaml.safe_dump({"applications": [running]})},
+        }
+    )
+    k8s = RayServiceServeActuator(
+        client.CustomObjectsApi(fake.client()), "ml", "r1", sleep=lambda s: None
+    )
+    k8s.deploy(serve_config(_plan()))
+    doc = yaml.safe_load(fake.get("ray.io", "rayservices", "ml", "r1")["spec"]["serveConfigV2"])
+    assert doc["applications"][0]["args"]["serve"] == {"api_keys": ["sk-operator"]}

@@ -31,6 +31,7 @@ from opentelemetry import trace
 from r1platform.contracts import deployment_name as dn
 from r1platform.telemetry import get_tracer, set_attributes
 
+from ..serve_config import carry_running
 from .rbac import GROUP, RAYSERVICES, VERSION
 from .serve_config import (
     REPLICAS_ANNOTATION,
@@ -253,9 +254,10 @@ class RayServiceServeActuator:
         def mutate(doc, owned):
             names = {a["name"] for a in config["applications"]}
             kept = [a for a in doc["applications"] if (a or {}).get("name") not in names]
-            if kept + list(config["applications"]) == doc["applications"]:
+            new = carry_running(list(config["applications"]), doc["applications"])
+            if kept + new == doc["applications"]:
                 return []
-            doc["applications"] = kept + list(config["applications"])
+            doc["applications"] = kept + new
             changes = []
             for name, entry in deployment_entries({"applications": config["applications"]}).items():
                 n = entry_replicas(entry)
