@@ -21,7 +21,15 @@ import time
 from pathlib import Path
 
 import pytest
-from test_pools_cycle import DASHBOARD, POOLS, R1P, ROOT, SETTINGS, Burst, _running_replicas
+from poolscene import (
+    CONTROL_ENV,
+    DASHBOARD,
+    ROOT,
+    Burst,
+    control_command,
+    running_replicas,
+    up_cluster,
+)
 from waiting import jsonl, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
@@ -36,41 +44,12 @@ WORKLOADS = """serving:
 training:
   - {name: fault, model: tiny-r1, gpus: {min: 2, max: 2}, gpu_types: [L4], priority: 1}
 """
-# Minutes become seconds, as in the cycle scenario.
-CONTROL_ENV = {
-    "R1P_CONTROL_LEND_RESERVE": "0",
-    "R1P_CONTROL_LOOKAHEAD_S": "0",
-    "R1P_CONTROL_RATE_WINDOW_S": "30",
-    "R1P_CONTROL_DOWN_COOLDOWN_S": "30",
-    "R1P_CONTROL_DOWN_STABILIZATION_S": "30",
-    "R1P_CONTROL_LEND_COOLDOWN_S": "30",
-}
 BURST_RPS = 2.0  # x1.15 headroom at 1 rps per replica: 3 replicas, so the job must pause
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    from r1platform.contracts.net import free_port
-    from r1platform.localcluster import local_env, use_cluster_auth
-    from r1platform.models.tiny import ensure_tiny_model
-
-    ensure_tiny_model()
-    d = tmp_path_factory.mktemp("fault")
-    port = free_port()
-    (d / "pools.yaml").write_text(POOLS)
-    (d / "settings.yaml").write_text(SETTINGS % port)
-    (d / "workloads.yaml").write_text(WORKLOADS)
-    os.environ.update(local_env())
-    up = subprocess.run(
-        [R1P, "up", "--pools", str(d / "pools.yaml"), "--config", str(d / "settings.yaml")],
-        capture_output=True, text=True, cwd=ROOT, timeout=900,
-    )  # fmt: skip
-    try:
-        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
-        use_cluster_auth()
-        yield {"dir": d, "base": f"http://127.0.0.1:{port}"}
-    finally:
-        subprocess.run([R1P, "down"], capture_output=True, cwd=ROOT, timeout=120)
+    yield from up_cluster(tmp_path_factory, "fault", WORKLOADS)
 
 
 class Watch:
@@ -110,11 +89,12 @@ class Watch:
 
 def _control(d: Path, log) -> subprocess.Popen:
     return subprocess.Popen(
-        [R1P, "control", "-p", str(d / "pools.yaml"), "-w", str(d / "workloads.yaml"),
-         "--address", "127.0.0.1:6379", "--dashboard", DASHBOARD, "--interval", "2",
-         "--decisions-file", str(d / "decisions.jsonl")],
-        cwd=ROOT, env={**os.environ, **CONTROL_ENV}, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        control_command(d),
+        cwd=ROOT,
+        env={**os.environ, **CONTROL_ENV},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def test_controller_killed_mid_reclaim_recovers_from_the_cluster(cluster):
@@ -154,12 +134,12 @@ def test_controller_killed_mid_reclaim_recovers_from_the_cluster(cluster):
         # 2. The same command again: it finds the reclaim in flight and completes it.
         control = _control(d, log)
         wait_for(lambda: [r for r in resizes() if r["reason"] == "pause"], "the pause", 300)
-        wait_for(lambda: _running_replicas() == 3, "3 serving replicas running", 420, every=2)
+        wait_for(lambda: running_replicas() == 3, "3 serving replicas running", 420, every=2)
         time.sleep(10)  # the 3 replicas carry the burst for a while
         burst.stop()
 
         # 3. After the burst: serving shrinks and the paused job is resumed.
-        wait_for(lambda: _running_replicas() == 1, "the scale-down to 1 replica", 300, every=2)
+        wait_for(lambda: running_replicas() == 1, "the scale-down to 1 replica", 300, every=2)
         wait_for(lambda: [r for r in resizes() if r["reason"] == "resume"], "the resume", 300)
         resumed = resizes()[-1]["step"]
         wait_for(lambda: any(r["step"] > resumed + 1 for r in steps()), "steps after resume", 300)

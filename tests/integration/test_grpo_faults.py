@@ -24,16 +24,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 STEPS, SAVE_EVERY, KILL_AFTER = 12, 3, 4  # the kill lands after the step-3 checkpoint
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def _kill_when(out: Path, pids_file: str, killed: dict) -> None:
     """SIGKILL process "0" of `pids_file` once a step past the first checkpoint is logged."""
     deadline = time.time() + 400

@@ -10,7 +10,6 @@ trainer's weights (its all-gather is what they load) and write the same servable
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -23,16 +22,6 @@ JOB = dict(  # two workers, small quick steps: 4 prompts x G=4, 24 new tokens, n
     eval_every=100, save_every=100, max_failures=0, max_steps=STEPS, seed=3,
     colocate=True,  # hybrid: every rank gathers the full weights for its own engine
 )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def _run(tmp: Path, **kw) -> tuple[dict, list[dict], float]:

@@ -25,16 +25,6 @@ FAST = dict(  # small, quick steps: 4 prompts x G=4, 32 new tokens
 MODES = pytest.mark.parametrize("colocate", [True, False], ids=["hybrid", "disaggregated"])
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def _run(tmp: Path, **kw):
     from r1platform.training.job import run
     from r1platform.training.settings import parse_settings

@@ -16,35 +16,28 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+from poolscene import (
+    CONTROL_ENV,
+    DASHBOARD,
+    ROOT,
+    Burst,
+    control_command,
+    running_replicas,
+    up_cluster,
+)
 from waiting import jsonl, wait_for
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-R1P = str(Path(sys.executable).with_name("r1p"))
-DASHBOARD = "http://127.0.0.1:8265"
 JOB = "cycle"  # the run name, and the training workload's name
 B = 4  # prompts per GRPO step
-POOLS = "pools:\n  - {name: l4, gpu: L4, nodes: 1, gpus_per_node: 4, min_nodes: 1, max_nodes: 1}\n"
-# Serving replicas take 0.25 of the virtual node's 2 CPUs, so 3 replicas + 1 train worker, or
-# 1 replica + 2 workers, fit beside each other: the pool's 4 GPU units are the constraint.
-SETTINGS = """models:
-  tiny-r1:
-    pool: l4
-    num_cpus: 0.25
-    max_model_len: 256
-    autoscaling: {min_replicas: 1, max_replicas: 1}
-serve: {host: 127.0.0.1, port: %d}
-"""
 # One CPU-run replica is declared to carry 1 rps (measured profiles override the roofline the
 # same way on GPUs), so a 2 rps burst (x1.15 headroom) needs 3 replicas: one more than the free
 # GPU allows, and well short of 4.
@@ -55,15 +48,6 @@ WORKLOADS = """serving:
 training:
   - {name: cycle, model: tiny-r1, gpus: {min: 1, max: 2}, gpu_types: [L4], priority: 1}
 """
-# Minutes become seconds; the policy is the production one.
-CONTROL_ENV = {
-    "R1P_CONTROL_LEND_RESERVE": "0",
-    "R1P_CONTROL_LOOKAHEAD_S": "0",
-    "R1P_CONTROL_RATE_WINDOW_S": "30",
-    "R1P_CONTROL_DOWN_COOLDOWN_S": "30",
-    "R1P_CONTROL_DOWN_STABILIZATION_S": "30",
-    "R1P_CONTROL_LEND_COOLDOWN_S": "30",
-}
 BURST_RPS = 2.0
 
 
@@ -120,80 +104,10 @@ def _span_dict(s: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ helpers
-def _running_replicas() -> int:
-    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
-
-    details = ServeSubmissionClient(DASHBOARD).get_serve_details()
-    dep = details["applications"]["r1"]["deployments"]["tiny-r1@l4"]
-    return sum(1 for r in dep.get("replicas", []) if r.get("state") == "RUNNING")
-
-
-class Burst:
-    """Open-loop chat requests at a fixed arrival rate until stopped (one thread per request,
-    so slow answers never bunch later arrivals together); every answer must be a 200."""
-
-    def __init__(self, base: str, rps: float) -> None:
-        self.base, self.rps = base, rps
-        self.stop_at: float | None = None
-        self.codes: list[int] = []
-        self.errors: list[str] = []
-        self.threads: list[threading.Thread] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _one(self) -> None:
-        body = {"model": "tiny-r1", "messages": [{"role": "user", "content": "3+4"}],
-                "max_tokens": 8}  # fmt: skip
-        try:
-            r = httpx.post(f"{self.base}/v1/chat/completions", json=body, timeout=300)
-            self.codes.append(r.status_code)
-        except httpx.HTTPError as e:
-            self.errors.append(repr(e))
-
-    def _run(self) -> None:
-        t0 = time.monotonic()
-        i = 0
-        while self.stop_at is None:
-            t = threading.Thread(target=self._one, daemon=True)
-            t.start()
-            self.threads.append(t)
-            i += 1
-            time.sleep(max(0.0, t0 + i / self.rps - time.monotonic()))
-
-    def start(self) -> Burst:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stop_at = time.monotonic()
-        self.thread.join()
-        for t in self.threads:
-            t.join(timeout=300)
-
-
 # ------------------------------------------------------------------ the cluster
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    from r1platform.contracts.net import free_port
-    from r1platform.localcluster import local_env, use_cluster_auth
-    from r1platform.models.tiny import ensure_tiny_model
-
-    ensure_tiny_model()
-    d = tmp_path_factory.mktemp("cycle")
-    port = free_port()
-    (d / "pools.yaml").write_text(POOLS)
-    (d / "settings.yaml").write_text(SETTINGS % port)
-    (d / "workloads.yaml").write_text(WORKLOADS)
-    os.environ.update(local_env())  # RAY_AUTH_MODE etc. for the Jobs/Serve REST clients here
-    up = subprocess.run(
-        [R1P, "up", "--pools", str(d / "pools.yaml"), "--config", str(d / "settings.yaml")],
-        capture_output=True, text=True, cwd=ROOT, timeout=900,
-    )  # fmt: skip
-    try:
-        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
-        use_cluster_auth()  # token auth is on: the Jobs client and `r1p control` present it
-        yield {"dir": d, "base": f"http://127.0.0.1:{port}"}
-    finally:
-        subprocess.run([R1P, "down"], capture_output=True, cwd=ROOT, timeout=120)
+    yield from up_cluster(tmp_path_factory, "cycle", WORKLOADS)
 
 
 def test_burst_reclaims_from_grpo_and_gives_back_traced(cluster):
@@ -223,11 +137,8 @@ def test_burst_reclaims_from_grpo_and_gives_back_traced(cluster):
         env = {**os.environ, **CONTROL_ENV, "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
                "OTEL_BSP_SCHEDULE_DELAY": "500"}  # fmt: skip
         control = subprocess.Popen(
-            [R1P, "control", "-p", str(d / "pools.yaml"), "-w", str(d / "workloads.yaml"),
-             "--address", "127.0.0.1:6379", "--dashboard", DASHBOARD, "--interval", "2",
-             "--decisions-file", str(d / "decisions.jsonl")],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            control_command(d), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
 
         # 1. Quiet: the idle GPUs of the pool are lent to the job, which grows 1 -> 2 workers.
         wait_for(lambda: [r for r in resizes() if r["reason"] == "grow"], "the job to grow", 300)
@@ -236,12 +147,12 @@ def test_burst_reclaims_from_grpo_and_gives_back_traced(cluster):
         # 2. Burst: serving needs 3 replicas; the job is shrunk with a checkpoint to make room.
         burst = Burst(cluster["base"], BURST_RPS).start()
         wait_for(lambda: [r for r in resizes() if r["reason"] == "reclaim"], "the reclaim", 300)
-        wait_for(lambda: _running_replicas() == 3, "3 serving replicas running", 420, every=2)
+        wait_for(lambda: running_replicas() == 3, "3 serving replicas running", 420, every=2)
         time.sleep(10)  # the 3 replicas carry the burst for a while
         burst.stop()
 
         # 3. After the burst: back to one replica, and the GPU goes back to the job.
-        wait_for(lambda: _running_replicas() == 1, "the scale-down to 1 replica", 300, every=2)
+        wait_for(lambda: running_replicas() == 1, "the scale-down to 1 replica", 300, every=2)
         wait_for(lambda: len([r for r in resizes() if r["reason"] == "grow"]) == 2,
               "the job to grow again", 300)  # fmt: skip
         regrow_step = resizes()[-1]["step"]
