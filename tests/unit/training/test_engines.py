@@ -16,7 +16,7 @@ import torch
 from r1platform.training import engines, rollout
 from r1platform.training.settings import GRPOSettingsError, parse_settings
 from r1platform.training.steptime import PHASES, Reporter, StepTimer, breakdown
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from tiny_qwen import tiny_qwen
 from vllm import LLM
 from vllm.device_allocator import DEFERRABLE_TAGS
 from vllm.engine.arg_utils import EngineArgs
@@ -28,14 +28,6 @@ def _restore_vllm_env(monkeypatch):
     for key in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE"):
         monkeypatch.setenv(key, "x")
         monkeypatch.delenv(key)
-
-
-def _tiny() -> Qwen2ForCausalLM:
-    cfg = Qwen2Config(
-        vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-        num_attention_heads=1, num_key_value_heads=1, head_dim=16, tie_word_embeddings=True,
-    )  # fmt: skip
-    return Qwen2ForCausalLM(cfg)
 
 
 class RecordingLLM:
@@ -56,7 +48,7 @@ class RecordingLLM:
 
 
 def _local(gpu: bool) -> tuple[engines.LocalEngine, RecordingLLM, torch.nn.Module]:
-    llm, model = RecordingLLM(), _tiny()
+    llm, model = RecordingLLM(), tiny_qwen()
     cfg = rollout.EngineConfig(model="unused")
     eng = engines.LocalEngine(cfg, model, gpu=gpu, sleep_level=2, llm=llm)
     llm.calls.clear()  # the constructor's transfer-engine init is checked elsewhere
@@ -131,7 +123,7 @@ def test_restarted_engine_refuses_a_rollout_for_newer_weights():
 
 
 def test_remote_engines_non_sender_records_the_expected_version():
-    remote = engines.RemoteEngines([], "r1p_cpu", _tiny(), sender=False)
+    remote = engines.RemoteEngines([], "r1p_cpu", tiny_qwen(), sender=False)
     assert remote.version is None and remote.sync("4") == 0.0 and remote.version == "4"
 
 

@@ -8,15 +8,7 @@ from __future__ import annotations
 
 import torch
 from r1platform.training import rollout
-from transformers import Qwen2Config, Qwen2ForCausalLM
-
-
-def _tiny() -> Qwen2ForCausalLM:
-    cfg = Qwen2Config(
-        vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-        num_attention_heads=1, num_key_value_heads=1, head_dim=16, tie_word_embeddings=True,
-    )  # fmt: skip
-    return Qwen2ForCausalLM(cfg)
+from tiny_qwen import tiny_qwen
 
 
 def test_simulated_placement_uses_pool_or_accelerator_units():
@@ -51,7 +43,7 @@ def test_backend_choice():
 
 
 def test_weight_source_matches_module_and_strips_ddp_prefix():
-    model = _tiny()
+    model = tiny_qwen()
     wrapped = torch.nn.Module()
     wrapped.module = model  # what DDP looks like to the source
     src = rollout.weight_source(wrapped)
@@ -79,7 +71,7 @@ def test_nccl_update_info_is_built_from_our_source():
 
     from vllm.distributed.weight_transfer.nccl_engine import NCCLWeightTransferUpdateInfo
 
-    src = rollout.weight_source(_tiny())
+    src = rollout.weight_source(tiny_qwen())
     meta = src.metadata()
     info = NCCLWeightTransferUpdateInfo(
         names=[m.name for m in meta],
@@ -122,7 +114,7 @@ def test_cpu_trainer_engine_drives_the_vllm_handshake(monkeypatch):
     monkeypatch.setattr(ray, "put", lambda obj: puts.append(obj) or "ref")
     client = _RecordingClient()
     assert isinstance(client, VLLMWeightSyncClient)
-    model = _tiny()
+    model = tiny_qwen()
     init = WeightTransferTrainerFactory._registry[rollout.CPU_BACKEND]().init_info(rank=0)
     engine = WeightTransferTrainerFactory.trainer_init(
         init, client=client, source=rollout.weight_source(model)
@@ -143,7 +135,7 @@ def test_non_sender_rank_never_touches_the_client():
     client = _RecordingClient()
     init = WeightTransferTrainerFactory._registry[rollout.CPU_BACKEND]().init_info(rank=1)
     engine = WeightTransferTrainerFactory.trainer_init(
-        init, client=client, source=rollout.weight_source(_tiny())
+        init, client=client, source=rollout.weight_source(tiny_qwen())
     )
     engine.send_weights()
     assert client.calls == []
