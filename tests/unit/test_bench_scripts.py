@@ -1,22 +1,9 @@
 """Pure parts of the serving, scale-out and `make bench` scripts (no server, no job started)."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))  # the bench scripts import each other by plain name
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
+from benchload import load
 
 serve = load("serve_overhead")
 scaleout = load("grpo_scaleout")

@@ -1,24 +1,10 @@
 """Pure parts of the benchmarks: seed statistics, the fixed target set of latest.json, the README
 table regenerated from it, and the GRPO race's summaries."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))  # the bench scripts import each other by plain name
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
+from benchload import ROOT, load
 
 stats = load("benchstats")
 table = load("readme_table")

@@ -2,17 +2,10 @@
 how the replayed arrivals are cut from a trace (bench/sim_fidelity.py; the live run is in
 `make bench`)."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from benchload import load
 
-ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("sim_fidelity", ROOT / "bench" / "sim_fidelity.py")
-fid = importlib.util.module_from_spec(spec)
-sys.modules["sim_fidelity"] = fid  # dataclasses resolve annotations through sys.modules
-spec.loader.exec_module(fid)
+fid = load("sim_fidelity")
 Event = fid.Event
 
 
