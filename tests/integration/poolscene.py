@@ -122,3 +122,17 @@ def control_command(d: Path) -> list[str]:
     return [R1P, "control", "-p", str(d / "pools.yaml"), "-w", str(d / "workloads.yaml"),
             "--address", "127.0.0.1:6379", "--dashboard", DASHBOARD, "--interval", "2",
             "--decisions-file", str(d / "decisions.jsonl")]  # fmt: skip
+
+
+def submit_grpo(jobs: Any, run_name: str, workers: int, b: int, out: Path) -> str:
+    """`ray job submit` of jobs/grpo.py in the l4 pool: B prompts x G=4 a step, 32 new tokens,
+    no eval or checkpoint of its own (only the resizes take checkpoints), until stopped."""
+    args = ["--run_name", run_name, "--train_pool", "l4", "--num_workers", str(workers),
+            "--prompts_per_step", str(b), "--group_size", "4", "--max_new_tokens", "32",
+            "--eval_size", "8", "--eval_every", "100000", "--save_every", "100000",
+            "--max_steps", "100000", "--max_failures", "0", "--output_dir", str(out)]  # fmt: skip
+    return jobs.submit_job(
+        entrypoint="python jobs/grpo.py " + " ".join(args),
+        runtime_env={"working_dir": str(ROOT),
+                     "excludes": [".venv*", ".git", "**/__pycache__", "outputs", "*.egg-info"]},
+    )  # fmt: skip

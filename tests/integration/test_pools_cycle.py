@@ -30,6 +30,7 @@ from poolscene import (
     Burst,
     control_command,
     running_replicas,
+    submit_grpo,
     up_cluster,
 )
 from waiting import jsonl, wait_for
@@ -116,15 +117,7 @@ def test_burst_reclaims_from_grpo_and_gives_back_traced(cluster):
     d: Path = cluster["dir"]
     metrics = d / "out" / "metrics.jsonl"
     jobs = JobSubmissionClient(DASHBOARD)
-    args = ["--run_name", JOB, "--train_pool", "l4", "--num_workers", "1",
-            "--prompts_per_step", str(B), "--group_size", "4", "--max_new_tokens", "32",
-            "--eval_size", "8", "--eval_every", "100000", "--save_every", "100000",
-            "--max_steps", "100000", "--max_failures", "0", "--output_dir", str(d / "out")]  # fmt: skip
-    job_id = jobs.submit_job(
-        entrypoint="python jobs/grpo.py " + " ".join(args),
-        runtime_env={"working_dir": str(ROOT),
-                     "excludes": [".venv*", ".git", "**/__pycache__", "outputs", "*.egg-info"]},
-    )  # fmt: skip
+    job_id = submit_grpo(jobs, JOB, 1, B, d / "out")
     sink = SpanSink()
     control = None
     burst = None
