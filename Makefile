@@ -34,7 +34,8 @@ demo: install
 # run in `make proof`, which CI runs right after `make test`, so `make test` keeps well inside
 # its 30-minute budget on 2 cores.
 PROOF := tests/integration/test_pools_cycle.py tests/integration/test_controller_fault.py \
-  tests/integration/test_grpo_faults.py
+  tests/integration/test_grpo_faults.py tests/integration/test_serving_multinode.py \
+  tests/integration/test_serving_proof.py
 INTEGRATION := $(filter-out $(PROOF),$(wildcard tests/integration/test_*.py))
 
 test: install lint
