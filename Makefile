@@ -35,7 +35,7 @@ demo: install
 # its 30-minute budget on 2 cores.
 PROOF := tests/integration/test_pools_cycle.py tests/integration/test_controller_fault.py \
   tests/integration/test_grpo_faults.py tests/integration/test_serving_multinode.py \
-  tests/integration/test_serving_proof.py
+  tests/integration/test_serving_proof.py tests/integration/test_grpo_elastic.py
 INTEGRATION := $(filter-out $(PROOF),$(wildcard tests/integration/test_*.py))
 
 test: install lint
