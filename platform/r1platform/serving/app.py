@@ -10,7 +10,8 @@ from ray.serve import Application
 
 from r1platform.config import ConfigError, Settings, describe_validation_error, load_settings
 from r1platform.contracts.placement_mode import PlacementMode, detect_mode
-from r1platform.serving.deployments import EngineDeployment, OpenAIIngress
+from r1platform.serving.deployments import OpenAIIngress
+from r1platform.serving.engine_host import EngineDeployment
 from r1platform.serving.placement import engine_options
 
 

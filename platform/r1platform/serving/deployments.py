@@ -1,4 +1,4 @@
-"""The Ray Serve deployments: one engine deployment per model, one OpenAI ingress."""
+"""The OpenAI ingress deployment (the engine deployment is in engine_host.py)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from r1platform import telemetry
-from r1platform.config import ModelSettings, ServeSettings
+from r1platform.config import ServeSettings
 from r1platform.serving.auth import ConcurrencyLimiter, KeyChecker
+from r1platform.serving.engine_host import EngineHost, start_engine
 from r1platform.serving.metrics import ServingMetrics
 from r1platform.serving.openapi import install as install_openapi
 from r1platform.serving.openapi import request_body
@@ -46,70 +47,6 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 # Times a request is re-sent when the engine replica it went to is lost before the client got
 # any byte (a non-streamed request is re-sent whole; a stream only before its first item).
 REPLICA_RETRIES = 2
-
-
-class EngineHost:
-    """The methods a process hosting one model's engine answers, locally or over a handle."""
-
-    core: Any = None
-    stages: Any = None  # stages.ReplicaStages: where the engine's pipeline stages run
-
-    async def chat(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        async for item in self.core.chat(payload):
-            yield item
-
-    async def completion(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        async for item in self.core.completion(payload):
-            yield item
-
-    async def check_health(self) -> None:
-        if self.core is not None:
-            await self.core.check_health()
-
-    async def ready(self) -> bool:
-        await self.check_health()
-        return True
-
-    def num_unfinished(self) -> int:
-        return self.core.num_unfinished() if self.core is not None else 0
-
-    def load(self) -> dict[str, int]:
-        """This replica's process id and its engine's unfinished requests: a handle call
-        reaches one replica, so callers tell the replicas apart by pid."""
-        return {"pid": os.getpid(), "unfinished": self.num_unfinished()}
-
-    def where(self) -> dict[str, Any]:
-        import ray
-
-        ctx = ray.get_runtime_context()
-        model = self.core.model_id if self.core is not None else None
-        stages = self.stages.where() if self.stages is not None else None
-        return {"node_id": ctx.get_node_id(), "pid": os.getpid(), "model": model, "stages": stages}
-
-    def __del__(self) -> None:
-        if self.core is not None:
-            self.core.shutdown()
-        if self.stages is not None:
-            self.stages.shutdown()
-
-
-def _start_engine(model_id: str, settings: dict[str, Any]) -> tuple[Any, Any]:
-    """The engine and its stages (`stages.ReplicaStages`): where the placement group put the
-    ranks is read, and other nodes' stage processes started, before the engine starts."""
-    from r1platform.serving.engine import R1Engine
-    from r1platform.serving.stages import start_stages
-
-    ms = ModelSettings.model_validate(settings)
-    stages = start_stages(model_id, ms)
-    return R1Engine(model_id, ms, stages.dist), stages
-
-
-@serve.deployment
-class EngineDeployment(EngineHost):
-    """A vLLM AsyncLLM replica for a model other than the ingress's own."""
-
-    def __init__(self, model_id: str, settings: dict[str, Any]) -> None:
-        self.core, self.stages = _start_engine(model_id, settings)
 
 
 # FastAPI's own /openapi.json and /docs would answer without a key; the document is served
@@ -177,7 +114,7 @@ class OpenAIIngress(EngineHost):
         local_settings: dict[str, Any] | None = None,
     ):
         if local_model:
-            self.core, self.stages = _start_engine(local_model, local_settings or {})
+            self.core, self.stages = start_engine(local_model, local_settings or {})
         self.engines = engines
         self.settings = ServeSettings.model_validate(serve_settings)
         self.keys = KeyChecker(self.settings.api_keys)
