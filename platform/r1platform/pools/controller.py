@@ -32,8 +32,15 @@ from r1platform.telemetry import get_tracer, set_attributes
 
 from . import decisions as rec
 from .control_config import ControllerConfig
-from .cycle import Observation, Planned, plan_avoiding_reclaim, plan_request, settle_in_flight
-from .decide import Action, applied_plan, decide, layout_changes, layout_key, serving_cost
+from .cycle import (
+    Observation,
+    Planned,
+    next_wait,
+    plan_avoiding_reclaim,
+    plan_request,
+    settle_in_flight,
+)
+from .decide import Action, applied_plan, book_deployed, decide, layout_changes, serving_cost
 from .demand import Memory, forecast_error
 from .errors import InfeasibleError, PoolsError
 from .fleet import Fleet
@@ -344,13 +351,7 @@ class Controller:
                 except Exception as e:  # recorded; the next cycle tries again
                     error = f"{type(e).__name__}: {e}"
             if error is None and not self.dry_run:
-                deps = {s.deployment for s in applied.serving}
-                for k in [k for k in self.mem.deployed if k[0] in deps]:
-                    del self.mem.deployed[k]  # Serve no longer lists D@P the config left out
-                for s_ in applied.serving:
-                    k = (s_.deployment, s_.pool)
-                    self.mem.layout[k] = (s_.tp, s_.pp)
-                    self.mem.deployed[k] = layout_key(s_)
+                book_deployed(self.mem, applied)
             attrs = {
                 "deployments": ",".join(f"{d}@{q}" for d, q in sorted(changes)),
                 "changes": what,
@@ -417,23 +418,8 @@ class Controller:
         return None
 
     def _decision(self, kind, target, pool, gpu, before, after, reason, cb, ca, span, error=None):
-        ctx = span.get_span_context()
-        return rec.Decision(
-            ts=self.clock(),
-            cycle=self.mem.cycle,
-            kind=kind,
-            target=target,
-            pool=pool,
-            gpu=gpu,
-            before=before,
-            after=after,
-            reason=reason,
-            cost_per_hour_before=cb,
-            cost_per_hour_after=ca,
-            applied=not self.dry_run and error is None,
-            error=error,
-            trace_id=f"{ctx.trace_id:032x}" if ctx and ctx.trace_id else None,
-        )
+        where = rec.Where(self.clock(), self.mem.cycle, span, applied=not self.dry_run)
+        return rec.decision(where, kind, target, pool, gpu, before, after, reason, cb, ca, error)
 
     def health(self) -> dict:
         """What a watcher needs: cycles run, failures in a row and the last error."""
@@ -446,11 +432,7 @@ class Controller:
     def next_wait_s(self) -> float:
         """Seconds to the next cycle: backoff after failures; soon after a reclaim (the freed
         GPUs are wanted by serving); otherwise the interval."""
-        if self.failures_in_a_row:
-            return self.cfg.backoff_s(self.failures_in_a_row)
-        if self.mem.pending_shrink:
-            return min(self.cfg.reclaim_poll_s, self.cfg.interval_s)
-        return self.cfg.interval_s
+        return next_wait(self.cfg, self.mem, self.failures_in_a_row)
 
     def run(
         self,

@@ -155,3 +155,13 @@ def plan_avoiding_reclaim(
         set_attributes(span, {"reclaim_avoided": True, "reclaim_saving_per_hour": saving})
         return free
     return full
+
+
+def next_wait(cfg: ControllerConfig, mem: Memory, failures_in_a_row: int) -> float:
+    """Seconds to the next cycle: backoff after failures; soon after a reclaim (the freed GPUs
+    are wanted by serving); otherwise the interval."""
+    if failures_in_a_row:
+        return cfg.backoff_s(failures_in_a_row)
+    if mem.pending_shrink:
+        return min(cfg.reclaim_poll_s, cfg.interval_s)
+    return cfg.interval_s

@@ -223,3 +223,15 @@ def applied_plan(p: Plan, after: Mapping[tuple[str, str], int]) -> Plan:
         if after.get((s.deployment, s.pool), 0) > 0
     ]
     return replace(p, serving=rows)
+
+
+def book_deployed(mem: Memory, applied: Plan) -> None:
+    """After the Serve actuator accepted `serve_config(applied)`: pin each D@P's new TP x PP
+    and remember its full layout (what the next cycle's layout_changes compares against)."""
+    deps = {s.deployment for s in applied.serving}
+    for k in [k for k in mem.deployed if k[0] in deps]:
+        del mem.deployed[k]  # Serve no longer lists D@P the config left out
+    for s in applied.serving:
+        k = (s.deployment, s.pool)
+        mem.layout[k] = (s.tp, s.pp)
+        mem.deployed[k] = layout_key(s)

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from r1platform.contracts.paths import cache_dir
 
@@ -74,3 +75,36 @@ def read_last(n: int, path: str | Path | None = None) -> list[Decision]:
             continue
         out.append(Decision(**{k: v for k, v in raw.items() if k in fields}))
     return out
+
+
+@dataclass(frozen=True)
+class Where:
+    """When and under which span a decision was taken; `applied` is False in a dry run."""
+
+    ts: float
+    cycle: int
+    span: Any
+    applied: bool
+
+
+def decision(
+    where: Where, kind, target, pool, gpu, before, after, reason, cb, ca, error=None
+) -> Decision:
+    """A Decision tied to its span's trace id, applied only when the action did not fail."""
+    ctx = where.span.get_span_context()
+    return Decision(
+        ts=where.ts,
+        cycle=where.cycle,
+        kind=kind,
+        target=target,
+        pool=pool,
+        gpu=gpu,
+        before=before,
+        after=after,
+        reason=reason,
+        cost_per_hour_before=cb,
+        cost_per_hour_after=ca,
+        applied=where.applied and error is None,
+        error=error,
+        trace_id=f"{ctx.trace_id:032x}" if ctx and ctx.trace_id else None,
+    )
