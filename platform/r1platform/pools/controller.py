@@ -5,10 +5,8 @@ One cycle is four phases, each a method that can be called and tested on its own
   plan    -> the demand to provision for (demand.target_rates) and the plan for it;
   act     -> the actions that move toward the plan (decide.decide), applied one by one;
   record  -> decisions to the local record, Prometheus metrics, the cycle's span.
-IO sits behind the Protocols in `protocols`, so the same loop runs against Ray Serve / the Ray
-autoscaler / GRPO jobs, against in-memory fakes in tests, and inside the simulator. Every cycle
-is one `pools.reconcile` span with `pools.plan`, `pools.deploy`, `pools.scale`, `pools.reclaim`,
-`pools.lend` children. A plan that changes a deployment's TP, PP, engine profile or pool is
+IO sits behind the Protocols in `protocols`: the same loop runs against Ray / GRPO jobs, fakes
+in tests, and the simulator. A cycle is one `pools.reconcile` span, with a child per action. A plan that changes a deployment's TP, PP, engine profile or pool is
 deployed whole (serve_config(plan) through the Serve actuator, one write, one `deploy`
 decision); replica-only changes are set_replicas calls.
 
