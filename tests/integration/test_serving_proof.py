@@ -252,14 +252,16 @@ def test_metrics_carry_no_key_or_per_key_data(served):
 
 
 async def test_per_key_concurrency_limit_holds_under_concurrency(served):
-    """24 simultaneous streams on one key, each long (end-of-text banned, 4 x 200 tokens) so
-    none ends before all have arrived: exactly GUARD_LIMIT get in, the rest get 429, and once
-    they finish the slots are free again."""
-    all_in = asyncio.Event()
-    statuses: list[int] = []
+    """24 simultaneous long streams on one key (end-of-text banned, 4 x 200 tokens). The limit
+    is proved on the server's side: the guarded ingress's limiter never had more than
+    GUARD_LIMIT in flight for the key, it did reach it (the rest were turned away with 429, the
+    only other status), and afterwards every slot is free. Counting 200s on the client would
+    race: a stream admitted early can finish before the last request reaches the replica."""
+    from ray import serve
+
     n = 24
 
-    async def one(client, i):
+    async def one(client):
         body = {
             "model": PRIMARY,
             "messages": [{"role": "user", "content": "1+1"}],
@@ -271,22 +273,25 @@ async def test_per_key_concurrency_limit_holds_under_concurrency(served):
         async with client.stream(
             "POST", "/guarded/v1/chat/completions", json=body, headers=AUTH
         ) as r:
-            statuses.append(r.status_code)
-            if len(statuses) == n:
-                all_in.set()
-            if r.status_code == 200:
-                await asyncio.wait_for(all_in.wait(), 120)  # hold the slot
             CAPTURED.append((await r.aread()).decode())
             return r.status_code
 
     async with httpx.AsyncClient(base_url=served["base"], timeout=120) as client:
-        got = await asyncio.gather(*(one(client, i) for i in range(n)))
-        assert sorted(got).count(200) == GUARD_LIMIT and got.count(429) == n - GUARD_LIMIT, got
+        got = await asyncio.gather(*(one(client) for _ in range(n)))
+        assert set(got) <= {200, 429} and got.count(429) > 0, got
         again = await client.post(
             "/guarded/v1/chat/completions", json=_body(random.Random(0), stream=False), headers=AUTH
         )
         assert again.status_code == 200, again.text
-    REPORT["per_key_limit"] = {"concurrent": n, "limit": GUARD_LIMIT, "accepted": GUARD_LIMIT}
+    guarded = serve.get_deployment_handle("GuardedIngress", app_name="guarded")
+    state = guarded.limiter_state.remote().result(timeout_s=30)
+    assert state == {"peak": GUARD_LIMIT, "inflight": 0}, state
+    REPORT["per_key_limit"] = {
+        "concurrent": n,
+        "limit": GUARD_LIMIT,
+        "peak_in_flight": state["peak"],
+        "refused_429": got.count(429),
+    }
 
 
 # ---- load ------------------------------------------------------------------------------------------

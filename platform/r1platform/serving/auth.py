@@ -54,6 +54,8 @@ class ConcurrencyLimiter:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._inflight: dict[str, int] = {}
+        # The most in flight at once per key: what proves the limit held, whatever the timing.
+        self.peak: dict[str, int] = {}
 
     def acquire(self, key_id: str) -> None:
         n = self._inflight.get(key_id, 0)
@@ -65,6 +67,7 @@ class ConcurrencyLimiter:
                 code="rate_limit_exceeded",
             )
         self._inflight[key_id] = n + 1
+        self.peak[key_id] = max(self.peak.get(key_id, 0), n + 1)
 
     def release(self, key_id: str) -> None:
         n = self._inflight.get(key_id, 0) - 1

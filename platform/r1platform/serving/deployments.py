@@ -124,6 +124,14 @@ class OpenAIIngress(EngineHost):
         self.tracer = telemetry.get_tracer(TRACER)
 
     # ---- plumbing ------------------------------------------------------------------------
+    def limiter_state(self) -> dict[str, int]:
+        """The most requests one key had in flight at once on this replica, and how many are
+        in flight now (all keys): the per-key limit's evidence, with no key in it."""
+        return {
+            "peak": max(self.limiter.peak.values(), default=0),
+            "inflight": sum(self.limiter.inflight(k) for k in list(self.limiter.peak)),
+        }
+
     def debug_spans(self) -> list[dict[str, Any]]:
         """Finished spans from the in-memory exporter (enabled by R1P_OTEL_INMEMORY=1)."""
         if self.spans is None:

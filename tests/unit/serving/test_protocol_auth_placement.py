@@ -61,6 +61,8 @@ def test_limiter_counts_per_key():
     lim.release("a")
     lim.acquire("a")
     assert lim.inflight("a") == 2
+    # The refused acquire never counted: the peak is the limit, not one past it.
+    assert lim.peak == {"a": 2, "b": 1}
 
 
 def test_bundles_have_one_gpu_unit_per_tp_rank_in_both_modes():
