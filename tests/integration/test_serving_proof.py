@@ -284,7 +284,7 @@ async def test_per_key_concurrency_limit_holds_under_concurrency(served):
         )
         assert again.status_code == 200, again.text
     guarded = serve.get_deployment_handle("GuardedIngress", app_name="guarded")
-    state = guarded.limiter_state.remote().result(timeout_s=30)
+    state = await asyncio.wait_for(guarded.limiter_state.remote(), 30)
     assert state == {"peak": GUARD_LIMIT, "inflight": 0}, state
     REPORT["per_key_limit"] = {
         "concurrent": n,
