@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
 
         llm, engine = LLM(model=path, max_model_len=256, dtype="float32", seed=0), None
     else:
-        engine = factory(path, max_model_len=256, max_num_seqs=64)
+        # The job's default: the whole step's completions in one decode wave.
+        engine = factory(path, max_model_len=256, max_num_seqs=args.prompts * args.group_size)
         llm = engine.llm
 
     def seeds(r: int) -> list[int]:

@@ -290,8 +290,9 @@ def patch_colocate_sync() -> None:
 
 
 def vllm_options(args: argparse.Namespace) -> dict:
-    """TRL's colocated vLLM, sized like our engines (max_model_len 256, max_num_seqs 64); on
-    CPU the KV cache comes from VLLM_CPU_KVCACHE_SPACE, which the orchestrator sets."""
+    """TRL's colocated vLLM, max_model_len 256 like our engines; max_num_seqs stays TRL's own
+    (its whole generation batch, one decode wave, as ours); on CPU the KV cache comes from
+    VLLM_CPU_KVCACHE_SPACE, which the orchestrator sets."""
     if not args.use_vllm:
         return {}
     patch_colocate_sync()

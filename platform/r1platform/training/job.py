@@ -202,7 +202,7 @@ def _run_on_ray(s: GRPOSettings, prep: Prepared) -> dict[str, Any]:
     engine_cfg = rollout.EngineConfig(
         model=prep.model_path,
         max_model_len=s.max_model_len,
-        max_num_seqs=s.max_num_seqs,
+        max_num_seqs=s.engine_max_num_seqs(),
         seed=s.seed,
         backend=backend,
         gpu_memory_utilization=s.gpu_memory_utilization,
