@@ -4,7 +4,7 @@ reference, on the same trace, training queue and fleet.
 
     .venv/bin/python bench/fleet_sim.py [--trace synthetic|azure|FILE.csv] [--json OUT.json]
         [--seeds 1,2,3] [--gpus 1000] [--hours 24] [--deployments 8] [--jobs 16]
-        [--interval 120] [--size-mix none|trace] [--no-cache]
+        [--interval 120] [--size-mix none|trace] [--no-cache] [--policies r1p,static,...]
 
 r1p runs with its own settings (tuned on the synthetic trace only). Every other policy has its
 knob (headroom; the load quantile for the static split) bisected for its cheapest setting with
@@ -31,7 +31,7 @@ from r1platform.pools import scenarios, sim, sim_search, trace
 from rich.console import Console
 from rich.table import Table
 
-POLICIES = ("r1p", "first_fit", "single_type", "static", "clairvoyant")
+POLICIES = sim_search.POLICIES
 
 
 def scenario(args: argparse.Namespace, seed: int) -> sim_search.Scenario:
@@ -104,7 +104,16 @@ def main() -> int:
     ap.add_argument("--size-mix", choices=["none", "trace"], default="none")
     ap.add_argument("--all-single-types", action="store_true", help="(always on now)")
     ap.add_argument("--no-cache", action="store_true")
+    ap.add_argument(
+        "--policies",
+        default=",".join(POLICIES),
+        help="comma list of policies to run (e.g. r1p alone while tuning it; the baselines'"
+        " searches are cached apart from the controller's code, so they need not rerun)",
+    )
     args = ap.parse_args()
+    policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())
+    if unknown := set(policies) - set(POLICIES):
+        ap.error(f"unknown policies {sorted(unknown)}; choose from {', '.join(POLICIES)}")
     seeds = [args.seed] if args.seed is not None else [int(s) for s in args.seeds.split(",")]
     cache = None if args.no_cache else cache_dir() / "fleet_sim"
     con, err = (
@@ -117,7 +126,7 @@ def main() -> int:
         sc = scenario(args, seed)
         with quiet_stdout():
             per_seed[seed] = sim_search.compare(
-                sc, cache, lambda m, s=seed: err.log(f"seed {s}: {m}")
+                sc, cache, lambda m, s=seed: err.log(f"seed {s}: {m}"), policies
             )
     doc = sim_search.aggregate(per_seed)
     doc["bench_s"] = time.perf_counter() - t0

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from .control_config import ControllerConfig
 from .errors import PoolsError
 from .fleet import Fleet
 from .plan_model import PlanRequest
@@ -38,8 +39,13 @@ RANGES = {"first-fit": (0.0, 1.5), "single": (0.0, 1.5), "clairvoyant": (0.0, 1.
 RANGES["static"] = (0.5, 1.0)
 SLICE_S = 6 * 3600.0
 SLICE_INTERVAL_S = 300.0
-_SOURCES = ("sim.py", "sim_state.py", "sim_policies.py", "controller.py", "demand.py", "cycle.py")
-_SOURCES += ("decide.py", "forecast.py", "headroom.py", "coldstart.py", "planner.py", "trace.py")
+# What a run depends on, per policy: the baselines never run the controller, so tuning it
+# leaves their cached runs (the expensive knob searches) valid.
+_SIM_SOURCES = ("sim.py", "sim_state.py", "sim_policies.py", "coldstart.py", "planner.py")
+_SIM_SOURCES += ("trace.py",)
+_CONTROLLER_SOURCES = ("controller.py", "demand.py", "cycle.py", "decide.py", "forecast.py")
+_CONTROLLER_SOURCES += ("headroom.py", "control_config.py")
+POLICIES = ("r1p", "first_fit", "single_type", "static", "clairvoyant")
 
 
 @dataclass
@@ -69,11 +75,14 @@ def metrics(r: Result) -> dict:
     }
 
 
-def _code_hash() -> str:
+def _code_hash(kind: str) -> str:
     h = hashlib.sha256()
     here = Path(__file__).parent
-    for name in _SOURCES:
+    names = _SIM_SOURCES + (_CONTROLLER_SOURCES if kind == "r1p" else ())
+    for name in names:
         h.update((here / name).read_bytes())
+    if kind == "r1p":  # the controller's settings, R1P_CONTROL_* in the environment included
+        h.update(ControllerConfig().model_dump_json().encode())
     return h.hexdigest()
 
 
@@ -87,7 +96,7 @@ def input_hash(kind: str, knob: float | None, sc: Scenario) -> str:
         "jobs": [asdict(j) for j in sc.jobs],
         "trace": asdict(sc.trace),
         "cfg": asdict(sc.cfg),
-        "code": _code_hash(),
+        "code": _code_hash(kind),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -195,27 +204,37 @@ def better(a: dict, b: dict) -> dict:
     return a if ka <= kb else b
 
 
-def compare(sc: Scenario, cache: Path | None, log: Callable[[str], None]) -> dict:
-    """Every policy on one scenario: r1p as configured, the others searched to the SLO."""
-    out: dict = {"r1p": run("r1p", None, sc, cache)}
-    log(f"r1p: SLO {100 * out['r1p']['slo_attainment']:.2f}%")
-    out["first_fit_variants"] = {
-        v: search(f"first-fit-{v}", sc, cache, log=log) for v in ("catalog", "cheapest")
-    }
-    out["first_fit"] = better(*out["first_fit_variants"].values())
-    out["single_types"] = {
-        g: search(f"single:{g}", sc, cache, log=log) for g in feasible_single_types(sc)
-    }
-    singles = list(out["single_types"].values())
-    out["single_type"] = singles[0] if singles else None
-    for s in singles[1:]:
-        out["single_type"] = better(out["single_type"], s)
-    out["static"] = search("static", sc, cache, log=log)
-    out["clairvoyant"] = search("clairvoyant", sc, cache, log=log)
+def compare(
+    sc: Scenario,
+    cache: Path | None,
+    log: Callable[[str], None],
+    policies: tuple[str, ...] = POLICIES,
+) -> dict:
+    """Every policy in `policies` on one scenario: r1p as configured, the others searched to
+    the SLO; a policy left out is None (its details empty)."""
+    out: dict = dict.fromkeys(POLICIES)
+    out["first_fit_variants"], out["single_types"] = {}, {}
+    if "r1p" in policies:
+        out["r1p"] = run("r1p", None, sc, cache)
+        r = out["r1p"]
+        log(f"r1p: SLO {100 * r['slo_attainment']:.2f}%, serving $ {r['serving_cost']:,.0f}")
+    if "first_fit" in policies:
+        out["first_fit_variants"] = {
+            v: search(f"first-fit-{v}", sc, cache, log=log) for v in ("catalog", "cheapest")
+        }
+        out["first_fit"] = better(*out["first_fit_variants"].values())
+    if "single_type" in policies:
+        out["single_types"] = {
+            g: search(f"single:{g}", sc, cache, log=log) for g in feasible_single_types(sc)
+        }
+        singles = list(out["single_types"].values())
+        out["single_type"] = singles[0] if singles else None
+        for s in singles[1:]:
+            out["single_type"] = better(out["single_type"], s)
+    for k in ("static", "clairvoyant"):
+        if k in policies:
+            out[k] = search(k, sc, cache, log=log)
     return out
-
-
-SUMMARY = ("r1p", "first_fit", "single_type", "static", "clairvoyant")
 
 
 def _merge(runs: list[dict | None]) -> dict | None:
@@ -240,9 +259,10 @@ def _merge(runs: list[dict | None]) -> dict | None:
 def aggregate(per_seed: dict[int, dict]) -> dict:
     """The bench's JSON body: the summary keys merged over seeds, the details per variant/type."""
     seeds = list(per_seed.values())
-    doc: dict = {k: _merge([s[k] for s in seeds]) for k in SUMMARY}
+    doc: dict = {k: _merge([s[k] for s in seeds]) for k in POLICIES}
     doc["first_fit_variants"] = {
-        v: _merge([s["first_fit_variants"][v] for s in seeds]) for v in ("catalog", "cheapest")
+        v: _merge([s["first_fit_variants"].get(v) for s in seeds])
+        for v in dict.fromkeys(v for s in seeds for v in s["first_fit_variants"])
     }
     gpus = dict.fromkeys(g for s in seeds for g in s["single_types"])
     doc["single_types"] = {g: _merge([s["single_types"].get(g) for s in seeds]) for g in gpus}
@@ -259,6 +279,8 @@ def _ratio(a: dict | None, b: dict | None) -> float | None:
 def targets(doc: dict) -> dict:
     """Each target with its number and whether it was met (None: not comparable at the SLO)."""
     r = doc["r1p"]
+    if r is None:
+        return {}
 
     def t(value, goal, ok):
         return {"value": value, "goal": goal, "met": None if value is None else ok(value)}

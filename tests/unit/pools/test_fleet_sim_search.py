@@ -128,3 +128,23 @@ def test_json_document_has_the_summary_and_detail_keys():
     assert t["vs_first_fit"]["value"] == pytest.approx(90 / 110) and t["vs_first_fit"]["met"]
     assert t["vs_single_type"]["met"] is True and t["vs_clairvoyant"]["met"] is True
     assert t["slo"]["met"] and t["harvest_ratio"]["met"] and t["jobs_short_of_min"]["met"]
+
+
+def test_controller_settings_key_r1p_runs_only(monkeypatch):
+    sc = _scenario()
+    before = {k: sim_search.input_hash(k, None, sc) for k in ("r1p", "first-fit-cheapest")}
+    monkeypatch.setenv("R1P_CONTROL_HEADROOM_BUDGET", "0.002")
+    assert sim_search.input_hash("r1p", None, sc) != before["r1p"]
+    assert sim_search.input_hash("first-fit-cheapest", None, sc) == before["first-fit-cheapest"]
+
+
+def test_compare_runs_only_the_policies_asked_for(monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(
+        sim_search, "run", lambda kind, knob, sc, cache: calls.append(kind) or _metrics(0.995, 90)
+    )
+    got = sim_search.compare(_scenario(), None, lambda _m: None, policies=("r1p",))
+    assert calls == ["r1p"] and got["first_fit"] is None and got["single_types"] == {}
+    doc = sim_search.aggregate({1: got})
+    assert doc["static"] is None and doc["first_fit_variants"] == {}
+    assert doc["targets"]["slo"]["met"] is True and doc["targets"]["vs_first_fit"]["met"] is None

@@ -10,7 +10,7 @@ from r1platform.pools.coldstart import cold_start, lead_time_s
 from r1platform.pools.control_config import ControllerConfig
 from r1platform.pools.demand import Memory, horizon_s, observe_rates, target_rates
 from r1platform.pools.forecast import Holt
-from r1platform.pools.headroom import Burstiness
+from r1platform.pools.headroom import Burstiness, shortfall_headroom
 from r1platform.pools.protocols import DeploymentLoad
 
 
@@ -55,6 +55,21 @@ def test_headroom_spends_the_slo_budget_on_measured_climbs():
     for k in range(40, 110):
         bursty.observe(60.0 * k, 10.5, forecast=10.0, horizon_s=60)
     assert bursty.headroom(0.005, prior=0.15, cap=1.0) == pytest.approx(steady, abs=1e-6)
+
+
+def test_shortfall_headroom_is_exact_on_the_piecewise_linear_shortfall():
+    xs = [0.9, 1.0, 1.1, 1.2, 1.6, 2.4]
+
+    def short(h: float) -> float:
+        return sum(max(0.0, x - 1 - h) for x in xs) / sum(xs)
+
+    for budget in (0.001, 0.01, 0.05, 0.1):
+        h = shortfall_headroom(xs, budget, cap=5.0)
+        assert short(h) == pytest.approx(budget, abs=1e-12)  # the least h: the budget, spent
+        assert short(h - 1e-6) > budget
+    assert shortfall_headroom(xs, 0.5, cap=5.0) == 0.0  # within budget with no headroom
+    assert shortfall_headroom(xs, 1e-6, cap=0.3) == 0.3
+    assert shortfall_headroom([1.5] * 10, 0.0, cap=1.0) == pytest.approx(0.5)
 
 
 def test_cold_start_grows_with_model_size_and_slower_gpus():
