@@ -52,6 +52,10 @@ class ControllerConfig(BaseSettings):
     # workers unschedulable); until then the GPUs count as the job's.
     grow_timeout_s: float = Field(600.0, gt=0)
     plan_time_limit_s: float = Field(5.0, gt=0)
+    # Re-pack every deployment from scratch (moving replicas, make before break) when that
+    # plan is cheaper than keeping running replicas in place by more than this share
+    # (0: never; running replicas move only when their deployment's demand falls).
+    repack_gain: float = Field(0.0, ge=0, lt=1)
     # Take GPUs back from training only when that makes serving this much cheaper (or when
     # the free GPUs cannot carry the load): every reclaim costs a checkpoint and a restart.
     reclaim_tolerance: float = Field(0.05, ge=0)

@@ -28,30 +28,25 @@ from opentelemetry.trace import StatusCode
 
 from r1platform.telemetry import get_tracer, set_attributes
 
+from . import decide as rules
 from . import decisions as rec
 from .control_config import ControllerConfig
 from .cycle import (
     Observation,
     Planned,
+    lead_times,
     next_wait,
-    plan_avoiding_reclaim,
+    plan_repacking,
     plan_request,
     settle_in_flight,
 )
-from .decide import Action, applied_plan, book_deployed, decide, layout_changes, serving_cost
 from .demand import Memory, forecast_error
 from .errors import InfeasibleError, PoolsError
 from .fleet import Fleet
 from .plan_model import Plan
 from .planner import plan_one_layout
 from .prom import ControllerMetrics
-from .protocols import (
-    CapacityActuator,
-    FleetSource,
-    LoadSource,
-    ServeActuator,
-    TrainingActuator,
-)
+from .protocols import CapacityActuator, FleetSource, LoadSource, ServeActuator, TrainingActuator
 from .serve_config import serve_config
 from .workloads import Workloads
 
@@ -87,6 +82,7 @@ class Controller:
         self.clock, self.dry_run = clock, dry_run
         self.metrics = metrics
         self.last_plan: Plan | None = None
+        self._surplus: dict[Pair, int] = {}  # D@P running more than the last plan wanted
         self.failures_in_a_row = 0
         self.cycles_done = 0
         self.last_error: str | None = None
@@ -152,14 +148,12 @@ class Controller:
         """Demand to provision for (updates the loop's memory), then the plan for it. Raises
         PoolsError when no placement can carry even the measured load."""
         defaults = {w.name: w.request_rate for w in self.workloads.serving}
-        req = plan_request(obs, self.mem, self.cfg, defaults)
+        req = plan_request(obs, self.mem, self.cfg, defaults, self._surplus)
         rates = dict(req.rates)
         with self.tracer.start_as_current_span("pools.plan") as ps:
             try:
                 try:
-                    p = plan_avoiding_reclaim(
-                        req, obs.training_now, self.mem.job_pool, self.cfg.reclaim_tolerance, ps
-                    )
+                    p = plan_repacking(req, obs.training_now, self.mem.job_pool, self.cfg, ps)
                 except InfeasibleError:
                     # Headroom and lookahead are wishes; the measured load is the need.
                     raw = {k: v.request_rate for k, v in obs.loads.items() if k in rates}
@@ -179,7 +173,7 @@ class Controller:
                 },
             )
         self.last_plan = p
-        return Planned(p, rates)
+        return Planned(p, rates, lead_times(obs, self.cfg))
 
     def act(self, obs: Observation, planned: Planned, root=None) -> list[rec.Decision]:
         """Settle rolled-back and overdue requests, then apply the actions toward the plan
@@ -188,7 +182,7 @@ class Controller:
         out = [self._rollback(job, *v) for job, v in sorted(obs.rolled_back.items())]
         out += [self._retry_shrink(job, target, obs) for job, target in sorted(obs.overdue.items())]
         jobs = obs.workloads.training
-        actions = decide(
+        actions = rules.decide(
             obs.fleet,
             p,
             obs.serving_now,
@@ -198,23 +192,25 @@ class Controller:
             self.cfg,
             {j.name: j.priority for j in jobs},
             {j.name: max(j.gpus.min, 1) for j in jobs},
+            planned.leads,
         )
+        self._surplus = rules.surplus(p, obs.serving_now, actions)
         for s_ in p.serving:
             self.mem.layout.setdefault((s_.deployment, s_.pool), (s_.tp, s_.pp))
         after = dict(obs.serving_now)
         for a in actions:
             if a.kind == "scale":
                 after[(a.target, a.pool)] = a.after
-        costs = serving_cost(p, obs.serving_now), serving_cost(p, after)
+        costs = rules.serving_cost(p, obs.serving_now), rules.serving_cost(p, after)
         # A change of TP, PP, engine profile or pool is one whole Serve config write (Serve
         # rolls the changed deployments itself); this cycle's scale actions ride in it. An
         # actuator without deploy (the simulator's) keeps scaling replica by replica.
         changes = {}
         if hasattr(self.serve, "deploy"):
-            changes = layout_changes(p, obs.serving_now, self.mem.deployed, self.mem.layout)
+            changes = rules.layout_changes(p, obs.serving_now, self.mem.deployed, self.mem.layout)
         deploy_error = None
         if changes:
-            d, deploy_error = self._deploy(changes, applied_plan(p, after), obs, costs)
+            d, deploy_error = self._deploy(changes, rules.applied_plan(p, after), obs, costs)
             out.append(d)
         for a in actions:
             folded = bool(changes) and a.kind == "scale"
@@ -349,7 +345,7 @@ class Controller:
                 except Exception as e:  # recorded; the next cycle tries again
                     error = f"{type(e).__name__}: {e}"
             if error is None and not self.dry_run:
-                book_deployed(self.mem, applied)
+                rules.book_deployed(self.mem, applied)
             attrs = {
                 "deployments": ",".join(f"{d}@{q}" for d, q in sorted(changes)),
                 "changes": what,
@@ -372,7 +368,7 @@ class Controller:
             )
             return d, error
 
-    def _apply(self, a: Action, now: float) -> str | None:
+    def _apply(self, a: rules.Action, now: float) -> str | None:
         """Act; an actuator's failure is returned (recorded on the span and the decision), so
         one unreachable deployment or job cannot stop the loop for all the others. Nothing is
         booked unless the actuator accepted the call."""

@@ -45,6 +45,7 @@ class Observation:
 class Planned:
     plan: Plan
     rates: dict[str, float]
+    leads: dict[str, float] = field(default_factory=dict)  # cold start per deployment
 
 
 @dataclass
@@ -79,19 +80,27 @@ def settle_in_flight(
 
 
 def plan_request(
-    obs: Observation, mem: Memory, cfg: ControllerConfig, defaults: Mapping[str, float]
+    obs: Observation,
+    mem: Memory,
+    cfg: ControllerConfig,
+    defaults: Mapping[str, float],
+    surplus: Mapping[Pair, int] | None = None,
 ) -> PlanRequest:
     """The rates to provision for (hysteresis over the observed load; updates `mem`) and the
-    plan request that keeps running replicas, layouts and jobs where they are."""
+    plan request that keeps running replicas, layouts and jobs where they are. `surplus`: per
+    D@P that runs more replicas than the last plan wanted (kept by decide while a move makes
+    before it breaks, or through a cooldown), the count that plan wanted."""
     now = obs.now
     prev_rates = dict(mem.rates)
     leads = lead_times(obs, cfg)
     observe_rates(obs.loads, mem, now, cfg, leads)
     rates = target_rates(obs.loads, mem, now, cfg, defaults, leads)
     # Keep running replicas in place unless this deployment's target fell: scale-ups add
-    # capacity where it is cheapest, and only scale-downs re-pack the placement.
+    # capacity where it is cheapest, and only scale-downs re-pack the placement. Replicas the
+    # last plan already gave up are no floor: kept as one, a make-before-break move would
+    # keep its old replicas for good (the plan keeps its floors, so they never look surplus).
     keep = {
-        k: n
+        k: min(n, (surplus or {}).get(k, n))
         for k, n in obs.serving_now.items()
         if rates.get(k[0], 0.0) >= prev_rates.get(k[0], 0.0)
     }
@@ -155,6 +164,37 @@ def plan_avoiding_reclaim(
         set_attributes(span, {"reclaim_avoided": True, "reclaim_saving_per_hour": saving})
         return free
     return full
+
+
+def plan_repacking(
+    req: PlanRequest,
+    training_now: Mapping[str, int],
+    job_pool: Mapping[str, str],
+    cfg: ControllerConfig,
+    span: trace.Span = trace.INVALID_SPAN,
+) -> Plan:
+    """The plan that keeps running replicas as floors, unless re-packing every deployment
+    from scratch is cheaper by more than repack_gain. Floors keep scale-ups from migrating
+    capacity, but each rise lands where GPUs are free at that moment (often a dear pool,
+    while training holds the cheap ones) and only a fall in a deployment's own demand ever
+    moved it again; a move makes before it breaks (decide), so a re-pack costs the new
+    replicas' cold start, not a capacity gap."""
+    kept = plan_avoiding_reclaim(req, training_now, job_pool, cfg.reclaim_tolerance, span)
+    if cfg.repack_gain <= 0 or not req.floors:
+        return kept
+    try:
+        loose = plan_avoiding_reclaim(
+            replace(req, keep={}), training_now, job_pool, cfg.reclaim_tolerance
+        )
+    except PoolsError:
+        return kept
+    if loose.cost_per_hour < kept.cost_per_hour * (1 - cfg.repack_gain):
+        set_attributes(
+            span,
+            {"repacked": True, "repack_saving_per_hour": kept.cost_per_hour - loose.cost_per_hour},
+        )
+        return loose
+    return kept
 
 
 def next_wait(cfg: ControllerConfig, mem: Memory, failures_in_a_row: int) -> float:

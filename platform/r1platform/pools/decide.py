@@ -42,8 +42,10 @@ def decide(
     cfg: ControllerConfig,
     priorities: Mapping[str, int] | None = None,
     mins: Mapping[str, int] | None = None,
+    leads: Mapping[str, float] | None = None,
 ) -> list[Action]:
-    """Actions that move the cluster toward `p` without ever over-committing a pool."""
+    """Actions that move the cluster toward `p` without ever over-committing a pool. `leads`:
+    each deployment's cold start; replicas started on its last rise serve only after it."""
     gpu_of = {q.name: q.gpu for q in fleet.pools}
     cap = {q.name: q.gpus_capacity for q in fleet.pools}
     per_replica = {(o.deployment, o.pool): o.gpus_per_replica for o in p.options}
@@ -65,13 +67,15 @@ def decide(
     actions: list[Action] = []
     # 1. Serving scale-downs first: they free GPUs for scale-ups in the same cycle. A
     #    deployment that also grows somewhere this cycle is moving (a cheaper pool or layout):
-    #    make before break, its old replicas go once the new ones had a cooldown to start.
+    #    make before break, its old replicas go once the new ones had the cooldown, and their
+    #    cold start, to start serving.
     keys = sorted(set(serving_now) | set(want_s))
     growing = {d for d, q in keys if want_s.get((d, q), 0) > serving_now.get((d, q), 0)}
     for d, q in keys:
         before, after = serving_now.get((d, q), 0), want_s.get((d, q), 0)
         if after < before:
-            if d in growing or now - mem.last_up.get(d, -1e18) < cfg.down_cooldown_s:
+            wait = max(cfg.down_cooldown_s, (leads or {}).get(d, 0.0))
+            if d in growing or now - mem.last_up.get(d, -1e18) < wait:
                 continue
             actions.append(
                 Action(
@@ -166,6 +170,20 @@ def decide(
             )
             used[q] += grant - before
     return actions
+
+
+def surplus(
+    p: Plan, serving_now: Mapping[tuple[str, str], int], actions: list[Action]
+) -> dict[tuple[str, str], int]:
+    """Per D@P that keeps more replicas than `p` wants with no scale-down this cycle (a move
+    making before it breaks, or a cooldown), the count `p` wants."""
+    wanted = p.replicas()
+    downs = {(a.target, a.pool) for a in actions if a.kind == "scale" and a.after < a.before}
+    return {
+        k: wanted.get(k, 0)
+        for k, n in serving_now.items()
+        if n > wanted.get(k, 0) and k not in downs
+    }
 
 
 def serving_cost(p: Plan, replicas: Mapping[tuple[str, str], int]) -> float:
