@@ -116,12 +116,11 @@ def train_loop(config: dict[str, Any]) -> None:
         due_ckpt = (w.step % s.save_every == 0 or final) and not up.skipped
         ck_dir = save(w, s) if due_ckpt or resize else None
         t_report = time.perf_counter()
-        # Ray Train hears of the steps that carry a checkpoint or end the fit: its report
-        # blocks until the controller drains a one-slot queue, polled every 2 s
-        # (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S): 0.8 s of the tiny model's 2 s step was that wait.
-        # Every step still reaches metrics.jsonl, the console, Prometheus and a span.
+        # Ray Train hears only of checkpoint and final steps: its report waits for a one-slot
+        # queue its controller drains every 2 s, 0.8 s of the tiny model's 2 s step. Ranks
+        # decide alike: one that skips leaves the rest in Ray Train's barrier (ck_dir: rank 0).
         emit(lead, record, ck_dir, {RESIZE_KEY: resize} if resize else None,
-             to_train=ck_dir is not None or final)  # fmt: skip
+             to_train=due_ckpt or bool(resize) or final)  # fmt: skip
         report_s = time.perf_counter() - t_report
         if final or resize:
             if lead:
