@@ -148,7 +148,8 @@ class Controller:
         """Demand to provision for (updates the loop's memory), then the plan for it. Raises
         PoolsError when no placement can carry even the measured load."""
         defaults = {w.name: w.request_rate for w in self.workloads.serving}
-        req = plan_request(obs, self.mem, self.cfg, defaults, self._surplus)
+        leads = lead_times(obs, self.cfg)  # once a cycle: the demand and decide both use it
+        req = plan_request(obs, self.mem, self.cfg, defaults, self._surplus, leads)
         rates = dict(req.rates)
         with self.tracer.start_as_current_span("pools.plan") as ps:
             try:
@@ -173,7 +174,7 @@ class Controller:
                 },
             )
         self.last_plan = p
-        return Planned(p, rates, lead_times(obs, self.cfg))
+        return Planned(p, rates, leads)
 
     def act(self, obs: Observation, planned: Planned, root=None) -> list[rec.Decision]:
         """Settle rolled-back and overdue requests, then apply the actions toward the plan

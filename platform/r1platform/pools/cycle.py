@@ -85,6 +85,7 @@ def plan_request(
     cfg: ControllerConfig,
     defaults: Mapping[str, float],
     surplus: Mapping[Pair, int] | None = None,
+    leads: Mapping[str, float] | None = None,
 ) -> PlanRequest:
     """The rates to provision for (hysteresis over the observed load; updates `mem`) and the
     plan request that keeps running replicas, layouts and jobs where they are. `surplus`: per
@@ -92,7 +93,7 @@ def plan_request(
     before it breaks, or through a cooldown), the count that plan wanted."""
     now = obs.now
     prev_rates = dict(mem.rates)
-    leads = lead_times(obs, cfg)
+    leads = lead_times(obs, cfg) if leads is None else leads  # the caller's, when it has them
     observe_rates(obs.loads, mem, now, cfg, leads)
     rates = target_rates(obs.loads, mem, now, cfg, defaults, leads)
     # Keep running replicas in place unless this deployment's target fell: scale-ups add
