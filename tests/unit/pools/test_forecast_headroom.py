@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 from r1platform.pools.catalog import load_catalog
@@ -98,3 +99,20 @@ def test_demand_scales_ahead_by_the_lead_time_and_uses_measured_headroom():
     # ... with a measured headroom: the ramp is well forecast, so less than the 15% prior.
     assert 0.0 <= mem.headroom["a"] < 0.15
     assert math.isclose(mem.forecast["a"], mem.fc["a"].predict(60))
+
+
+def test_the_windowed_climbs_kept_sorted_give_the_from_scratch_headroom():
+    # A day of 30 s cycles with ~5 climbs each in flight, the window sliding over them: the
+    # incrementally ranked window answers exactly what a fresh sort of its samples does.
+    rng = random.Random(7)
+    b = Burstiness(window_s=3600)
+    for i in range(600):
+        t = 30.0 * i
+        rate = 10.0 * (1 + 0.5 * (i % 97 < 5)) * rng.uniform(0.9, 1.1)
+        b.observe(t, rate, 10.0, horizon_s=150.0)
+        if i % 50 == 49:
+            xs = [x for _, x in b.samples]
+            assert b.ranked == sorted(xs)
+            got = b.headroom(0.0025, prior=0.15, cap=1.0)
+            assert got == pytest.approx(shortfall_headroom(xs, 0.0025, cap=1.0), abs=1e-12)
+    assert all(t >= 30.0 * 599 - 3600 for t, _ in b.samples)  # old climbs left the window
