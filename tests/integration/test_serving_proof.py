@@ -45,10 +45,14 @@ def served():
     from r1platform.serving.app import build_app
     from r1platform.serving.deployments import OpenAIIngress
     from r1platform.serving.placement import engine_deployment_name
+    from r1platform.serving.tuning import SERVE_ENV
     from ray import serve
 
     # A short, private session dir: its logs are scanned for the key at the end.
     tmp = Path(f"/tmp/r1p-proof-{os.getpid()}")
+    # The proxy guard, as `r1p up` and the chart give it to every raylet (read at proxy start).
+    guard = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
+    os.environ[guard] = SERVE_ENV[guard]
     ray.init(
         address="local",
         num_cpus=8,
@@ -587,7 +591,9 @@ async def test_ingress_replica_fault(served, report_path):
     REPORT["fault_ingress"] = got
     print(json.dumps(got))
     report_path.write_text(json.dumps(REPORT, indent=2))
-    assert got["hung"] == 0, got
+    # The proxy guard re-sends what had not started and ends cut streams with an error event.
+    assert got["hung"] == 0 and got["cut_streams_without_error_event"] == 0, got
+    assert not [f for f in got["failures"] if f.startswith("500")], got
     assert got["failed_pct"] <= 1.0, got
     assert _get(served, "/health").status_code == 200
 

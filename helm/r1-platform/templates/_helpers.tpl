@@ -216,6 +216,9 @@ models:
   value: "1000"
 - name: RAY_SERVE_LOG_TO_STDERR
   value: "0"
+# Each HTTP proxy's guard for requests on an ingress replica that dies (serving/proxy_guard.py).
+- name: RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH
+  value: "r1platform.serving.proxy_guard:middlewares"
 {{- if .Values.modelCache.existingClaim }}
 - name: HF_HOME
   value: {{ printf "%s/.hf" .Values.modelCache.mountPath | quote }}

@@ -23,6 +23,7 @@ from r1platform.serving.metrics import ServingMetrics
 from r1platform.serving.openapi import install as install_openapi
 from r1platform.serving.openapi import request_body
 from r1platform.serving.protocol import (
+    MAX_BODY_BYTES,
     REQUEST_MODELS,
     ChatRequest,
     ClientError,
@@ -30,6 +31,7 @@ from r1platform.serving.protocol import (
     Tail,
     error_body,
     parse_request,
+    replica_unavailable,
 )
 from r1platform.serving.streams import (
     Deadline,
@@ -40,10 +42,6 @@ from r1platform.serving.streams import (
 )
 
 TRACER = "r1platform.serving"
-# A request body larger than this is refused (413) before it is parsed: the largest legitimate
-# body (a context's worth of messages) is far smaller, and parsing is CPU and memory we'd spend
-# on a client's mistake.
-MAX_BODY_BYTES = 8 * 1024 * 1024
 # Times a request is re-sent when the engine replica it went to is lost before the client got
 # any byte (a non-streamed request is re-sent whole; a stream only before its first item).
 REPLICA_RETRIES = 2
@@ -65,15 +63,6 @@ class AsciiJSONResponse(JSONResponse):
 
 def _json_error(err: ClientError) -> JSONResponse:
     return AsciiJSONResponse(err.body(), status_code=err.status)
-
-
-def _replica_unavailable() -> ClientError:
-    return ClientError(
-        "The model replica serving this request failed; the request was not completed. Retry it.",
-        status=503,
-        type_="server_error",
-        code="replica_unavailable",
-    )
 
 
 # Everything the ingress's routes use is defined above it: @serve.ingress freezes (pickles) the
@@ -303,7 +292,7 @@ class OpenAIIngress(EngineHost):
                 stream.cancel()
             if isinstance(err, Exception) and replica_lost(err):  # retries used up
                 self._finish(span, key_id, model, method, 503, None, None, t0)
-                return _json_error(_replica_unavailable())
+                return _json_error(replica_unavailable())
             self._finish(span, key_id, model, method, 500, None, None, t0)
             raise
         deadline.cancel()
@@ -371,7 +360,7 @@ class OpenAIIngress(EngineHost):
             # long sent, so the stream ends with an error event instead of a silent cut.
             status = 503 if replica_lost(err) else 500
             stream.cancel()
-            lost = _replica_unavailable()
+            lost = replica_unavailable()
             if status == 500:
                 lost = ClientError(
                     f"Internal server error: {type(err).__name__}",

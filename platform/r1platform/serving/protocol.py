@@ -39,6 +39,12 @@ class ErrorBody(TypedDict):
     code: str | None
 
 
+# A request body larger than this is refused (413) before it is parsed: the largest legitimate
+# body (a context's worth of messages) is far smaller, and parsing is CPU and memory we'd spend
+# on a client's mistake.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
 class ClientError(Exception):
     """A request problem that is the client's to fix; maps to a 4xx with the OpenAI shape."""
 
@@ -75,6 +81,17 @@ class ClientError(Exception):
 
     def item(self) -> ErrorItem:
         return {"error": self.error(), "status": self.status}
+
+
+def replica_unavailable() -> ClientError:
+    """What a client gets when the replica serving its request died before finishing it: the
+    ingress says it for an engine replica, the proxy guard for an ingress replica."""
+    return ClientError(
+        "The model replica serving this request failed; the request was not completed. Retry it.",
+        status=503,
+        type_="server_error",
+        code="replica_unavailable",
+    )
 
 
 def error_body(

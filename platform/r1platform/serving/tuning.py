@@ -1,4 +1,5 @@
-"""Ray Serve runtime knobs for token streaming, applied to every process of a cluster.
+"""Ray Serve runtime settings for every process of a cluster: token-streaming knobs, and the
+proxy guard (`proxy_guard.py`), which Serve reads from the same environment.
 
 Serve's defaults run user code and the router on extra event loops and talk to replicas over
 actor calls. Each streamed token then pays several thread hops, which on a CPU-bound box costs
@@ -18,6 +19,8 @@ SERVE_ENV = {
     "RAY_SERVE_USE_GRPC_BY_DEFAULT": "0",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
     "RAY_SERVE_LOG_TO_STDERR": "0",
+    # Not a speed knob: the proxy's guard for requests on an ingress replica that dies.
+    "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "r1platform.serving.proxy_guard:middlewares",
 }
 
 

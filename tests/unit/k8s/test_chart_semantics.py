@@ -81,6 +81,17 @@ def test_head_has_no_gpus_and_autoscaler_v2(case: Rendered) -> None:
     assert spec["autoscalerOptions"]["version"] == "v2"
 
 
+def test_every_ray_container_has_the_serve_env(case: Rendered) -> None:
+    """The same Serve settings as `r1p up` gives its raylets, the proxy guard among them: they
+    are read when Ray starts, so they must be in each head and worker container."""
+    from r1platform.serving.tuning import SERVE_ENV
+
+    spec = rayservice_spec(case)
+    for group in [spec["headGroupSpec"], *spec.get("workerGroupSpecs", [])]:
+        env = {e["name"]: e.get("value") for e in group["template"]["spec"]["containers"][0]["env"]}
+        assert {k: env.get(k) for k in SERVE_ENV} == SERVE_ENV, group.get("groupName", "head")
+
+
 def test_token_auth_and_upgrade_strategy(case: Rendered) -> None:
     (svc,) = case.kinds("RayService")
     spec = svc["spec"]
