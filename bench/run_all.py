@@ -103,7 +103,7 @@ def run_step(name: str, out: Path, smoke: bool, timeout_s: float) -> dict[str, A
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default=",".join(STEPS), help="comma-separated steps")
-    ap.add_argument("--skip-scaleout", action="store_true", help="the longest step (~3 h)")
+    ap.add_argument("--skip-scaleout", action="store_true", help="~20 min: six 40-step GRPO jobs")
     ap.add_argument("--smoke", action="store_true", help="toy scale; writes smoke.json only")
     ap.add_argument("--timeout-s", type=float, default=6 * 3600, help="per step")
     ap.add_argument("--results", type=Path, default=BENCH / "results")

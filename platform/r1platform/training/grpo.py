@@ -193,10 +193,15 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") -> 
     raise ValueError(f"kl kind must be one of k1, k2, k3; got {kind!r}")
 
 
-def agg_loss(per_token: torch.Tensor, mask: torch.Tensor, agg: LossAgg) -> torch.Tensor:
+def agg_loss(
+    per_token: torch.Tensor, mask: torch.Tensor, agg: LossAgg, token_norm: float | None = None
+) -> torch.Tensor:
     """A scalar from a per-token loss [N, T].
 
-    token-mean: every unmasked token weighs the same (DAPO).
+    token-mean: every unmasked token weighs the same (DAPO). `token_norm` replaces this
+    batch's own token count as the divisor: with data-parallel workers it is the ranks' mean
+    count, so that averaging their gradients weighs every token of the global batch the same,
+    as one worker with the whole batch would.
     seq-mean-token-mean: mean over each sequence's tokens, then over sequences (GRPO paper).
     seq-mean-token-sum-norm: sum over tokens / (N * T), a constant normaliser (Dr. GRPO).
     """
@@ -204,7 +209,8 @@ def agg_loss(per_token: torch.Tensor, mask: torch.Tensor, agg: LossAgg) -> torch
         raise ValueError(f"agg must be one of {LOSS_AGGS}, got {agg!r}")
     mask = mask.to(per_token.dtype)
     if agg == "token-mean":
-        return (per_token * mask).sum() / mask.sum().clamp_min(1.0)
+        norm = mask.sum() if token_norm is None else torch.tensor(token_norm, dtype=mask.dtype)
+        return (per_token * mask).sum() / norm.clamp_min(1.0)
     if agg == "seq-mean-token-mean":
         per_seq = (per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
         return per_seq.mean()
@@ -224,8 +230,9 @@ def compute_loss(
     clip_high: float = 0.2,
     beta: float = 0.0,
     agg: LossAgg = "token-mean",
+    token_norm: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The registered `policy_loss` plus beta * k3 KL, aggregated by `agg`.
+    """The registered `policy_loss` plus beta * k3 KL, aggregated by `agg` (see agg_loss).
 
     Returns the scalar loss (differentiable through `logp`) and detached scalar metrics:
     clip_frac (tokens whose gradient the clip removed), clip_frac_low / clip_frac_high,
@@ -248,7 +255,7 @@ def compute_loss(
     term = fn(logp, old_logp, advantages, mask, clip_low=clip_low, clip_high=clip_high)
     kl = kl_penalty(logp, ref_logp) if ref_logp is not None else torch.zeros_like(logp)
     per_token = term.per_token + beta * kl if beta != 0.0 else term.per_token
-    loss = agg_loss(per_token, mask, agg)
+    loss = agg_loss(per_token, mask, agg, token_norm)
 
     with torch.no_grad():
         low, high = term.clipped_low, term.clipped_high

@@ -110,6 +110,30 @@ def test_agg_loss_modes_by_hand():
         grpo.agg_loss(per_token, mask, "sum")  # type: ignore[arg-type]
 
 
+def test_token_mean_over_ranks_equals_one_worker_with_the_whole_batch():
+    """Two data-parallel ranks with unequal token counts, each dividing by the ranks' mean
+    count, then gradients averaged (what DDP does): the gradient of one worker's token-mean."""
+    torch.manual_seed(1)
+    logp = (torch.randn(4, 5, dtype=torch.float64) * 0.1).requires_grad_()
+    old, adv = logp.detach() + 0.01, torch.randn(4, dtype=torch.float64)
+    mask = t([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [1, 0, 0, 0, 0], [1, 1, 0, 0, 0]])
+    (whole,) = torch.autograd.grad(grpo.compute_loss(logp, old, None, adv, mask)[0], logp)
+    halves = [slice(0, 2), slice(2, 4)]
+    norm = float(mask.sum()) / 2  # (9 + 3) / 2: distributed.mean of the ranks' counts
+    ranks = [
+        torch.autograd.grad(
+            grpo.compute_loss(logp[h], old[h], None, adv[h], mask[h], token_norm=norm)[0], logp
+        )[0]
+        for h in halves
+    ]
+    assert torch.allclose((ranks[0] + ranks[1]) / 2, whole)
+    own = [  # each rank dividing by its own count weighs rank 1's 3 tokens 3x too much
+        torch.autograd.grad(grpo.compute_loss(logp[h], old[h], None, adv[h], mask[h])[0], logp)[0]
+        for h in halves
+    ]
+    assert not torch.allclose((own[0] + own[1]) / 2, whole)
+
+
 def test_kl_penalty_estimators_by_hand():
     # logp = ln .5, ref = ln .25: d = ref - logp = -ln 2.
     logp, ref = t([[math.log(0.5)]]), t([[math.log(0.25)]])
