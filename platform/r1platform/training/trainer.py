@@ -345,10 +345,8 @@ def emit(
         return
     ck = Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
     name = f"step_{record['step']:06d}" if ck else None
-    # The checkpoint was written to a temp dir only to be uploaded: a copy per checkpoint
-    # (300 MB for the small model) would otherwise pile up on the node for good.
-    ray.train.report({**jsonable(record), **(extra or {})}, checkpoint=ck,
-                     checkpoint_dir_name=name,
+    # The temp dir exists only to be uploaded: kept, each checkpoint piled up on the node.
+    ray.train.report({**jsonable(record), **(extra or {})}, checkpoint=ck, checkpoint_dir_name=name,
                      delete_local_checkpoint_after_upload=ck is not None)  # fmt: skip
 
 
