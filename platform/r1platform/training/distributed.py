@@ -33,17 +33,6 @@ def broadcast(obj: Any, world: int) -> Any:
     return allgather(obj, world)[0]
 
 
-def mean(value: float, world: int) -> float:
-    """The mean of `value` over the ranks."""
-    if world == 1:
-        return value
-    import torch.distributed as dist
-
-    t = torch.tensor([float(value)], dtype=torch.float64)
-    dist.all_reduce(t)
-    return float(t.item()) / world
-
-
 def barrier(world: int) -> None:
     if world > 1:
         import torch.distributed as dist

@@ -194,28 +194,39 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") -> 
 
 
 def agg_loss(
-    per_token: torch.Tensor, mask: torch.Tensor, agg: LossAgg, token_norm: float | None = None
+    per_token: torch.Tensor, mask: torch.Tensor, agg: LossAgg, norm: float | None = None
 ) -> torch.Tensor:
     """A scalar from a per-token loss [N, T].
 
-    token-mean: every unmasked token weighs the same (DAPO). `token_norm` replaces this
-    batch's own token count as the divisor: with data-parallel workers it is the ranks' mean
-    count, so that averaging their gradients weighs every token of the global batch the same,
-    as one worker with the whole batch would.
+    token-mean: every unmasked token weighs the same (DAPO).
     seq-mean-token-mean: mean over each sequence's tokens, then over sequences (GRPO paper).
     seq-mean-token-sum-norm: sum over tokens / (N * T), a constant normaliser (Dr. GRPO).
+    `norm` replaces this batch's own divisor of the first and last (see rank_norm).
     """
     if agg not in LOSS_AGGS:
         raise ValueError(f"agg must be one of {LOSS_AGGS}, got {agg!r}")
     mask = mask.to(per_token.dtype)
     if agg == "token-mean":
-        norm = mask.sum() if token_norm is None else torch.tensor(token_norm, dtype=mask.dtype)
-        return (per_token * mask).sum() / norm.clamp_min(1.0)
+        own = mask.sum() if norm is None else torch.tensor(norm, dtype=mask.dtype)
+        return (per_token * mask).sum() / own.clamp_min(1.0)
     if agg == "seq-mean-token-mean":
         per_seq = (per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
         return per_seq.mean()
     n, t = per_token.shape
-    return (per_token * mask).sum() / (n * t)
+    return (per_token * mask).sum() / (n * t if norm is None else norm)
+
+
+def rank_norm(agg: LossAgg, ranks: list[tuple[float, int, int]]) -> float | None:
+    """The agg_loss divisor every data-parallel rank uses in place of its own batch's, so that
+    averaging the ranks' gradients (DDP) gives one worker's gradient over all their batches.
+    `ranks`: each rank's (unmasked tokens, rows, padded length). None: each batch's own, which
+    is already exact for seq-mean-token-mean (ranks hold equal rows)."""
+    world = len(ranks)
+    if agg == "token-mean":
+        return sum(r[0] for r in ranks) / world
+    if agg == "seq-mean-token-sum-norm":
+        return sum(r[1] for r in ranks) * max(r[2] for r in ranks) / world
+    return None
 
 
 def compute_loss(
@@ -230,7 +241,7 @@ def compute_loss(
     clip_high: float = 0.2,
     beta: float = 0.0,
     agg: LossAgg = "token-mean",
-    token_norm: float | None = None,
+    norm: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The registered `policy_loss` plus beta * k3 KL, aggregated by `agg` (see agg_loss).
 
@@ -255,7 +266,7 @@ def compute_loss(
     term = fn(logp, old_logp, advantages, mask, clip_low=clip_low, clip_high=clip_high)
     kl = kl_penalty(logp, ref_logp) if ref_logp is not None else torch.zeros_like(logp)
     per_token = term.per_token + beta * kl if beta != 0.0 else term.per_token
-    loss = agg_loss(per_token, mask, agg, token_norm)
+    loss = agg_loss(per_token, mask, agg, norm)
 
     with torch.no_grad():
         low, high = term.clipped_low, term.clipped_high

@@ -54,9 +54,10 @@ def policy_update(
         )
         batch = build_batch(rb.flat_prompts, rb.samples, pad_id)
     out = UpdateResult(batch)
-    # Ranks hold different numbers of completion tokens and DDP averages their gradients:
-    # dividing by the ranks' mean count (not each rank's own) keeps token-mean exact.
-    token_norm = dist.mean(float(batch.mask.sum()), world) if s.loss_agg == "token-mean" else None
+    # Ranks hold different completion tokens and lengths, and DDP averages their gradients:
+    # one divisor from all ranks' shapes keeps the loss the one a single worker would compute.
+    shape = (float(batch.mask.sum()), *batch.mask.shape)
+    norm = grpo.rank_norm(s.loss_agg, dist.allgather(shape, world))
     ref_logp = None
     if ref_model is not None:
         with timer.phase("logprob"), torch.no_grad():
@@ -72,7 +73,7 @@ def policy_update(
             loss, lm = grpo.compute_loss(
                 logp, batch.old_logp, ref_logp, adv, batch.mask,
                 policy_loss=s.policy_loss, clip_low=s.clip_low, clip_high=s.clip_high,
-                beta=s.beta, agg=s.loss_agg, token_norm=token_norm,
+                beta=s.beta, agg=s.loss_agg, norm=norm,
             )  # fmt: skip
             if poison:
                 loss = loss * float("nan")

@@ -110,28 +110,40 @@ def test_agg_loss_modes_by_hand():
         grpo.agg_loss(per_token, mask, "sum")  # type: ignore[arg-type]
 
 
-def test_token_mean_over_ranks_equals_one_worker_with_the_whole_batch():
-    """Two data-parallel ranks with unequal token counts, each dividing by the ranks' mean
-    count, then gradients averaged (what DDP does): the gradient of one worker's token-mean."""
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-sum-norm", "seq-mean-token-mean"])
+def test_ranks_with_rank_norm_equal_one_worker_with_the_whole_batch(agg):
+    """Two data-parallel ranks with unequal token counts and padded lengths (each batch padded
+    to its own longest row), each using rank_norm's divisor, then gradients averaged (what DDP
+    does): the gradient of one worker holding both batches."""
     torch.manual_seed(1)
     logp = (torch.randn(4, 5, dtype=torch.float64) * 0.1).requires_grad_()
     old, adv = logp.detach() + 0.01, torch.randn(4, dtype=torch.float64)
     mask = t([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [1, 0, 0, 0, 0], [1, 1, 0, 0, 0]])
-    (whole,) = torch.autograd.grad(grpo.compute_loss(logp, old, None, adv, mask)[0], logp)
-    halves = [slice(0, 2), slice(2, 4)]
-    norm = float(mask.sum()) / 2  # (9 + 3) / 2: distributed.mean of the ranks' counts
-    ranks = [
-        torch.autograd.grad(
-            grpo.compute_loss(logp[h], old[h], None, adv[h], mask[h], token_norm=norm)[0], logp
-        )[0]
-        for h in halves
-    ]
-    assert torch.allclose((ranks[0] + ranks[1]) / 2, whole)
-    own = [  # each rank dividing by its own count weighs rank 1's 3 tokens 3x too much
-        torch.autograd.grad(grpo.compute_loss(logp[h], old[h], None, adv[h], mask[h])[0], logp)[0]
-        for h in halves
-    ]
-    assert not torch.allclose((own[0] + own[1]) / 2, whole)
+    (whole,) = torch.autograd.grad(grpo.compute_loss(logp, old, None, adv, mask, agg=agg)[0], logp)
+    ranks = [(slice(0, 2), 5), (slice(2, 4), 2)]  # (rows, that rank's padded length)
+    shapes = [(float(mask[h, :n].sum()), 2, n) for h, n in ranks]
+    norm = grpo.rank_norm(agg, shapes)
+
+    def grads(norm):
+        return [
+            torch.autograd.grad(
+                grpo.compute_loss(
+                    logp[h, :n], old[h, :n], None, adv[h], mask[h, :n], agg=agg, norm=norm
+                )[0],
+                logp,
+            )[0]
+            for h, n in ranks
+        ]
+
+    assert torch.allclose(sum(grads(norm)) / 2, whole)
+    if norm is not None:  # each rank's own divisor misweighs the ranks
+        assert not torch.allclose(sum(grads(None)) / 2, whole)
+
+
+def test_rank_norm_of_one_rank_is_its_own_divisor():
+    assert grpo.rank_norm("token-mean", [(9.0, 2, 5)]) == 9.0
+    assert grpo.rank_norm("seq-mean-token-sum-norm", [(9.0, 2, 5)]) == 10.0
+    assert grpo.rank_norm("seq-mean-token-mean", [(9.0, 2, 5)]) is None
 
 
 def test_kl_penalty_estimators_by_hand():
