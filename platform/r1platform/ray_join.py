@@ -11,9 +11,17 @@ from __future__ import annotations
 
 import os
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 RAY_ADDRESS_ENV = "RAY_ADDRESS"
+# What Ray Client's proxier answers when the per-client server it forked died at start. Ray
+# 2.60's proxier forks that server from a thread-busy gRPC process; about 1 start in 12 aborts
+# in gRPC's fork handlers (ray-project/ray#63202, reproduced here). A fresh connect gets a
+# fresh fork, so these, and only these, are worth retrying.
+CLIENT_START_FAILURES = ("Starting Ray client server failed", "Proxy failed to Connect to backend")
 
 
 class ClusterUnreachable(ConnectionError):
@@ -93,3 +101,32 @@ def join_address(address: str | None, local_gcs: str | None = None) -> str | Non
     if explicit == "auto":
         raise ClusterUnreachable("address 'auto': no running Ray cluster found on this machine")
     return "local"
+
+
+def init_tolerant(
+    address: str | None,
+    *,
+    attempts: int = 3,
+    backoff_s: float = 2.0,
+    init: Callable[..., Any] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    **kwargs: Any,
+) -> Any:
+    """`ray.init(address, **kwargs)`; a `ray://` connect that failed because the head could not
+    start its per-client server is tried again, up to `attempts` times in all. Any other
+    failure, and the last of these, is raised as is."""
+    if init is None:
+        import ray
+
+        init = ray.init
+    retryable = bool(address and address.startswith("ray://"))
+    for attempt in range(1, attempts + 1):
+        try:
+            return init(address=address, **kwargs)
+        except ConnectionAbortedError as e:
+            if not retryable or attempt == attempts:
+                raise
+            if not any(marker in str(e) for marker in CLIENT_START_FAILURES):
+                raise
+            sleep(backoff_s * attempt)
+    raise AssertionError("unreachable: the loop returns or raises")

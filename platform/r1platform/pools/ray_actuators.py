@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from r1platform import ray_join
 from r1platform.contracts import deployment_name
 from r1platform.contracts.actors import NAMESPACE, training_actor_name
 from r1platform.contracts.resources import ACCELERATOR_LABEL, POOL_LABEL, pool_key
@@ -233,7 +234,9 @@ def live(
 
     from .inventory import from_ray_live
 
-    ray.init(address=address, namespace=NAMESPACE, ignore_reinit_error=True, logging_level="ERROR")
+    ray_join.init_tolerant(
+        address, namespace=NAMESPACE, ignore_reinit_error=True, logging_level="ERROR"
+    )
     pools = from_ray_live()
     virtual = not any("GPU" in (n.get("Resources") or {}) for n in ray.nodes())
     cap = RayAutoscalerCapacity(

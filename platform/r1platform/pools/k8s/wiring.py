@@ -133,17 +133,14 @@ def live_kubernetes(
     """(fleet reader, (load, serve, capacity, training)) for the controller in a cluster."""
     from kubernetes import client
 
-    from r1platform import ray_auth
+    from r1platform import ray_auth, ray_join
     from r1platform.pools import actuators
 
     ray_auth.apply(ray_auth_env(os.environ))  # refreshes Ray's cached config if already loaded
     import ray
 
-    ray.init(
-        address=address,
-        namespace=actuators.NAMESPACE,
-        ignore_reinit_error=True,
-        logging_level="ERROR",
+    ray_join.init_tolerant(
+        address, namespace=actuators.NAMESPACE, ignore_reinit_error=True, logging_level="ERROR"
     )
     api = load_api_client()
     fleet = k8s_live_fleet(configured, client.CoreV1Api(api), ray.nodes)
