@@ -8,12 +8,15 @@ below is visible to the worker). The engine side loads them under vLLM's layerwi
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 CPU_BACKEND = "r1p_cpu"
+LAYERWISE_LOGGER = "vllm.model_executor.model_loader.reload.layerwise"
+UNLOADED_WARNING = "%s: Failed to load weights"
 
 
 @dataclass
@@ -47,6 +50,43 @@ def _refresh_cpu_gemms(model: torch.nn.Module) -> int:
     return n
 
 
+class ExpectedUnloaded(logging.Filter):
+    """Drops vLLM's "<layer>: Failed to load weights" for layers that a trainer's state dict
+    has no tensors for by design, so every sync does not log them again (one line per layer
+    per step flooded the job log): rotary embeddings (their cos/sin cache is computed, not
+    trained) and, when the embeddings are tied, the lm_head (it is `embed_tokens.weight`,
+    which is loaded). Any other layer that loaded nothing is still reported."""
+
+    def __init__(self, tied_embeddings: bool):
+        super().__init__()
+        self.tied_embeddings = tied_embeddings
+        self.dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != UNLOADED_WARNING or not record.args:
+            return True
+        layer = str(record.args[0])
+        expected = layer.endswith("RotaryEmbedding") or (
+            self.tied_embeddings and layer == "ParallelLMHead"
+        )
+        self.dropped += expected
+        return not expected
+
+
+def finalize_quietly(finalize: Any, model: torch.nn.Module, model_config: Any) -> int:
+    """`finalize(model, model_config)` with ExpectedUnloaded on vLLM's layerwise logger;
+    returns how many expected warnings it dropped."""
+    hf = getattr(model_config, "hf_config", None)
+    quiet = ExpectedUnloaded(bool(getattr(hf, "tie_word_embeddings", False)))
+    log = logging.getLogger(LAYERWISE_LOGGER)
+    log.addFilter(quiet)
+    try:
+        finalize(model, model_config)
+    finally:
+        log.removeFilter(quiet)
+    return quiet.dropped
+
+
 def _cpu_engine_cls() -> type:
     from vllm.distributed.weight_transfer.base import WeightTransferEngine
 
@@ -73,7 +113,7 @@ def _cpu_engine_cls() -> type:
         def finish_weight_update(self) -> None:
             from vllm.model_executor.model_loader.reload import finalize_layerwise_reload
 
-            finalize_layerwise_reload(self.model, self.model_config)
+            finalize_quietly(finalize_layerwise_reload, self.model, self.model_config)
             _refresh_cpu_gemms(self.model)
 
         def shutdown(self) -> None:
