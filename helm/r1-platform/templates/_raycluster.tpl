@@ -90,6 +90,12 @@ headGroupSpec:
             {{- end }}
           env:
             {{- include "r1p.rayEnv" $root | nindent 12 }}
+            # Ray Client's proxier (the controller's ray:// endpoint) forks one server per client
+            # from a thread-busy gRPC process, and gRPC's fork handlers then abort that child now
+            # and then (ray-project/ray#63202: 1 connect in 12 here, 0 in 30 with this). The fork
+            # is always followed by exec, the case gRPC documents this switch for.
+            - name: GRPC_ENABLE_FORK_SUPPORT
+              value: "false"
           resources:
             {{- toYaml $v.head.resources | nindent 12 }}
           securityContext:

@@ -79,6 +79,9 @@ def test_head_has_no_gpus_and_autoscaler_v2(case: Rendered) -> None:
     assert "nvidia.com/gpu" not in str(head["template"]["spec"]["containers"][0]["resources"])
     assert spec["enableInTreeAutoscaling"] is True
     assert spec["autoscalerOptions"]["version"] == "v2"
+    # The controller's Ray Client connects would otherwise fail now and then (ray_join).
+    env = {e["name"]: e.get("value") for e in head["template"]["spec"]["containers"][0]["env"]}
+    assert env["GRPC_ENABLE_FORK_SUPPORT"] == "false"
 
 
 def test_every_ray_container_has_the_serve_env(case: Rendered) -> None:
