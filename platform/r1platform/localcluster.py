@@ -252,10 +252,22 @@ def cluster_pids(gcs_port: int) -> list[int]:
         return []
     pids = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmdline = " ".join(proc.info.get("cmdline") or [])
-        if proc.info["pid"] != os.getpid() and session in cmdline:
+        cmdline = proc.info.get("cmdline") or []
+        if proc.info["pid"] != os.getpid() and is_cluster_process(cmdline, session, gcs_port):
             pids.append(proc.info["pid"])
     return pids
+
+
+def is_cluster_process(cmdline: list[str], session: str, gcs_port: int) -> bool:
+    """Whether a process belongs to the cluster of this session and GCS port. Ray names the
+    session in nearly every process's arguments; the head's Ray Client server is the exception
+    (only `--address=<ip>:<gcs port>`), and matching on the session alone left one alive,
+    holding port 10001, after every `r1p down`."""
+    if session in " ".join(cmdline):
+        return True
+    if "ray.util.client.server" not in cmdline:
+        return False
+    return any(a.startswith("--address=") and a.endswith(f":{gcs_port}") for a in cmdline)
 
 
 def stop_cluster(gcs_port: int, grace_s: float = 5.0) -> int:

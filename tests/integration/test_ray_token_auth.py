@@ -134,6 +134,7 @@ def test_r1p_status_presents_the_stored_token(cluster):
 
 
 def test_down_then_grpo_by_hand_does_not_wait_on_the_dead_head(cluster):
+    import psutil
     from r1platform import localcluster, ray_join
 
     down = r1p("down", timeout=120)
@@ -141,6 +142,14 @@ def test_down_then_grpo_by_hand_does_not_wait_on_the_dead_head(cluster):
     assert ray_join.read_current_cluster() != GCS, "r1p down left Ray's current-cluster file"
     assert localcluster.load_state() is None
     assert not ray_join.gcs_alive(GCS)
+    port = int(GCS.rsplit(":", 1)[1])
+    left = [
+        " ".join(p.info["cmdline"] or [])
+        for p in psutil.process_iter(["cmdline"])
+        if "ray.util.client.server" in (p.info["cmdline"] or [])
+        and any(a.endswith(f":{port}") for a in p.info["cmdline"])
+    ]
+    assert not left, f"r1p down left the head's Ray Client server running: {left}"
     # A crash (kill -9, reboot) leaves the file behind too; the job must not trust it.
     ray_join.current_cluster_file().write_text(GCS)
     out = cluster["dir"] / "grpo"

@@ -199,3 +199,18 @@ def test_serve_config_lists_every_model_at_pool_deployment(tmp_path, monkeypatch
     assert app["deployments"] == [{"name": "tiny-r1@l4"}, {"name": "other@H100"}]
     assert app["runtime_env"]["env_vars"]["R1P_CONFIG"] == str(cfg)
     assert "R1P_CONFIG" not in os.environ
+
+
+def test_cluster_processes_include_the_heads_ray_client_server():
+    session, port = "session_2026-12-02_04-58-16_664968_23061", 6379
+    raylet = ["/x/raylet", f"--session_dir=/tmp/ray/{session}", "--gcs-address=127.0.0.1:6379"]
+    client = [
+        "/x/python", "-m", "ray.util.client.server", "--address=192.0.2.2:6379",
+        "--host=192.0.2.2", "--port=10001", "--mode=proxy",
+    ]  # fmt: skip
+    assert localcluster.is_cluster_process(raylet, session, port)
+    assert localcluster.is_cluster_process(client, session, port)
+    # Another cluster's client server (its own GCS port) and unrelated processes stay.
+    assert not localcluster.is_cluster_process(client, session, 6380)
+    other = ["/x/python", "serve.py", "--address=127.0.0.1:6379"]
+    assert not localcluster.is_cluster_process(other, session, port)
