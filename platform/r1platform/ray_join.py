@@ -5,6 +5,8 @@ ray_current_cluster`) and `ray.init()` with no address joins whatever that file 
 the cluster is gone but the file is not, ray.init sits in GCS connection timeouts for minutes.
 So every joiner here asks `gcs_alive` first (a TCP connect, well under a second), joins a live
 cluster with its auth settings, and otherwise starts its own or fails fast with a message.
+`init_tolerant` is `ray.init` that survives Ray Client's occasional failure to start a
+client's server on the head (CLIENT_START_FAILURES).
 """
 
 from __future__ import annotations
@@ -119,14 +121,13 @@ def init_tolerant(
         import ray
 
         init = ray.init
-    retryable = bool(address and address.startswith("ray://"))
-    for attempt in range(1, attempts + 1):
+    # Only Ray Client forks a per-client server, so only a ray:// connect gets more tries.
+    tries = attempts if address and address.startswith("ray://") else 1
+    for attempt in range(1, tries):
         try:
             return init(address=address, **kwargs)
         except ConnectionAbortedError as e:
-            if not retryable or attempt == attempts:
-                raise
             if not any(marker in str(e) for marker in CLIENT_START_FAILURES):
                 raise
             sleep(backoff_s * attempt)
-    raise AssertionError("unreachable: the loop returns or raises")
+    return init(address=address, **kwargs)
