@@ -30,17 +30,20 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from benchstats import load_note, spread
 from r1platform.contracts.net import free_port
+from r1platform.serving.tuning import Ingress
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_ID = "tiny-r1"
 ENGINE = {"max_model_len": 256, "dtype": "float32", "max_num_seqs": 64, "seed": 0}
 TARGETS = {"ttft_p50_ms": ("<=", 1.10), "tokens_per_s": (">=", 0.95)}
 METRICS = ("ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "tokens_per_s")
+PER_CLIENT = 16
+INGRESSES: tuple[Ingress, ...] = ("proxy", "haproxy")
 
 
 @dataclass
@@ -213,11 +216,16 @@ def stop_raw(proc: subprocess.Popen) -> None:
         proc.wait(timeout=30)
 
 
-def start_ours(port: int, stream_interval: str) -> None:
+def start_ours(port: int, stream_interval: str, ingress: Ingress) -> None:
+    """Ours as `r1p up` runs it: Serve's knobs and the ingress mode in every Ray process's
+    environment before Ray starts (serving/tuning.py)."""
     import ray
     from r1platform.config import load_settings
+    from r1platform.serving import tuning
     from r1platform.serving.app import build_app
     from ray import serve
+
+    tuning.apply(ingress)
 
     ray.init(
         address="local",
@@ -228,7 +236,9 @@ def start_ours(port: int, stream_interval: str) -> None:
     )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     interval = stream_interval if stream_interval == "auto" else int(stream_interval)
-    settings = load_settings(models={MODEL_ID: {**ENGINE, "stream_interval": interval}})
+    settings = load_settings(
+        models={MODEL_ID: {**ENGINE, "stream_interval": interval}}, serve={"ingress": ingress}
+    )
     serve.run(build_app(settings), name="bench", route_prefix="/")
 
 
@@ -243,8 +253,19 @@ def stop_ours() -> None:
 # ---------------------------------------------------------------------------- measuring
 
 
+def round_size(requests: int, concurrency: int) -> int:
+    """Requests per round: at least `requests`, and PER_CLIENT per client, so that a round at
+    high concurrency lasts seconds rather than the start-up and drain of one wave."""
+    return max(requests, PER_CLIENT * concurrency)
+
+
 def measure(
-    base: str, questions: list[str], concurrencies: list[int], rounds: int, max_tokens: int
+    base: str,
+    questions: list[str],
+    concurrencies: list[int],
+    rounds: int,
+    max_tokens: int,
+    requests: int,
 ) -> dict[int, list[dict[str, float]]]:
     """Warm up, then `rounds` rounds at each concurrency: one summary per round."""
     asyncio.run(run_load(Side("warm-up", base), questions[:16], max(concurrencies), max_tokens))
@@ -253,7 +274,7 @@ def measure(
         out[c] = []
         for _ in range(rounds):
             side = Side(str(c), base)
-            asyncio.run(run_load(side, questions, c, max_tokens))
+            asyncio.run(run_load(side, questions[: round_size(requests, c)], c, max_tokens))
             out[c].append(summarize(side))
     return out
 
@@ -275,10 +296,10 @@ def run_peer(model_dir: Path, interval: int, *a: Any) -> tuple[dict, dict[str, i
         stop_raw(proc)
 
 
-def run_ours(stream_interval: str, *a: Any) -> tuple[dict, dict[str, int]]:
+def run_ours(stream_interval: str, ingress: Ingress, *a: Any) -> tuple[dict, dict[str, int]]:
     port = free_port("127.0.0.1")
     try:
-        start_ours(port, stream_interval)
+        start_ours(port, stream_interval, ingress)
         wait_ready(f"http://127.0.0.1:{port}/health", 300)
         nice = niceness_seen(ray_root_pids())
         return measure(f"http://127.0.0.1:{port}", *a), nice
@@ -324,25 +345,32 @@ def met(metric: str, value: float | None) -> str:
 
 def report(result: dict[str, Any]) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
-    w = result["worst"]
-    console.print(
-        f"least favourable: TTFT p50 ratio {w['ttft_p50_ratio']} at concurrency "
-        f"{w['ttft_p50_concurrency']} ({met('ttft_p50_ms', w['ttft_p50_ratio'])}, target <= 1.10); "
-        f"tokens/s ratio {w['tokens_per_s_ratio']} at concurrency {w['tokens_per_s_concurrency']} "
-        f"({met('tokens_per_s', w['tokens_per_s_ratio'])}, target >= 0.95) ({result['load']})"
-    )
+    for ingress, cmp in result["ingress"].items():
+        w = cmp["worst"]
+        console.print(
+            f"ours with serve.ingress={ingress}, least favourable: TTFT p50 ratio "
+            f"{w['ttft_p50_ratio']} at concurrency {w['ttft_p50_concurrency']} "
+            f"({met('ttft_p50_ms', w['ttft_p50_ratio'])}, target <= 1.10); tokens/s ratio "
+            f"{w['tokens_per_s_ratio']} at concurrency {w['tokens_per_s_concurrency']} "
+            f"({met('tokens_per_s', w['tokens_per_s_ratio'])}, target >= 0.95) ({result['load']})"
+        )
+        report_tables(console, cmp, f"serve.ingress={ingress}, nice {result['nice']}, peer "
+                      f"--stream-interval {result['peer_stream_interval']}")  # fmt: skip
+
+
+def report_tables(console: Any, cmp: dict[str, Any], what: str) -> None:
+    from rich.table import Table
+
     order = sorted(
-        result["by_concurrency"],
-        key=lambda c: -(result["by_concurrency"][c]["tokens_per_s"]["ratio"] or 0),
+        cmp["by_concurrency"],
+        key=lambda c: -(cmp["by_concurrency"][c]["tokens_per_s"]["ratio"] or 0),
     )
     for c in reversed(order):
-        row = result["by_concurrency"][c]
+        row = cmp["by_concurrency"][c]
         t = Table("metric", "ours (Ray Serve)", "vLLM api_server", "ours/peer", "per-round ratio",
-                  "target", title=f"concurrency {c}, nice {result['nice']}, peer --stream-interval "
-                  f"{result['peer_stream_interval']}")  # fmt: skip
+                  "target", title=f"concurrency {c}, {what}")  # fmt: skip
         for m in METRICS:
             d = row[m]
             rr = d["ratio_rounds"]
@@ -362,7 +390,10 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--concurrency", default="1,8,32")
-    ap.add_argument("--requests", type=int, default=64, help="per side per round")
+    ap.add_argument("--requests", type=int, default=64,
+                    help=f"per side per round, at least {PER_CLIENT} per client")  # fmt: skip
+    ap.add_argument("--ingress", default=",".join(INGRESSES),
+                    help="our serve.ingress modes measured; the first one holds the targets")  # fmt: skip
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--stream-interval", default="auto", help="ours: tokens per chunk, or auto")
@@ -379,26 +410,34 @@ def main(argv: list[str] | None = None) -> int:
     nice = set_common_niceness(os.nice(0) if args.nice is None else args.nice)
     model_dir = ensure_tiny_model()
     concurrencies = [int(c) for c in args.concurrency.split(",")]
-    questions = [r["question"] for r in arithmetic.build_split("test", args.requests, 0)]
-    load = (questions, concurrencies, args.search_rounds, args.max_tokens)
+    ingresses = [cast(Ingress, i) for i in args.ingress.split(",")]
+    n_questions = max(round_size(args.requests, c) for c in concurrencies)
+    questions = [r["question"] for r in arithmetic.build_split("test", n_questions, 0)]
+    load = (questions, concurrencies, args.search_rounds, args.max_tokens, args.requests)
     search: dict[str, float] = {}
     for interval in [int(x) for x in args.peer_stream_intervals.split(",")]:
         search[str(interval)] = score(run_peer(model_dir, interval, *load)[0])
         print(f"peer --stream-interval {interval}: {search[str(interval)]:,.0f} tokens/s "
               f"(geometric mean over concurrencies; {load_note()})", flush=True)  # fmt: skip
     best = int(max(search, key=search.get))
-    load = (questions, concurrencies, args.rounds, args.max_tokens)
+    load = (questions, concurrencies, args.rounds, args.max_tokens, args.requests)
     peer, peer_nice = run_peer(model_dir, best, *load)
-    ours, our_nice = run_ours(args.stream_interval, *load)
+    by_ingress, our_nice = {}, {}
+    for ingress in ingresses:
+        ours, our_nice[ingress] = run_ours(args.stream_interval, ingress, *load)
+        by_ingress[ingress] = compare(ours, peer)
+    seen = [*peer_nice.values(), *(v for n in our_nice.values() for v in n.values())]
     result = {
-        **compare(ours, peer),
+        **by_ingress[ingresses[0]],
+        "ours_ingress": ingresses[0],
+        "ingress": by_ingress,
         "nice": nice,
         "niceness_seen": {"peer": peer_nice, "ours": our_nice, "generator": os.nice(0)},
-        "niceness_uniform": all(v == nice for v in (*peer_nice.values(), *our_nice.values())),
+        "niceness_uniform": all(v == nice for v in seen),
         "peer_stream_interval": best,
         "peer_stream_interval_search": search,
         "settings": {
-            "requests": args.requests,
+            "requests": {str(c): round_size(args.requests, c) for c in concurrencies},
             "rounds": args.rounds,
             "max_tokens": args.max_tokens,
             "our_stream_interval": args.stream_interval,

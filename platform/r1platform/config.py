@@ -161,6 +161,8 @@ class ServeSettings(StrictModel):
     max_n: int = Field(16, ge=1)
     request_timeout_s: float = Field(300.0, gt=0)
     placement: Literal["auto", "gpu", "simulated"] = "auto"
+    # How HTTP reaches the ingress replicas (serving/tuning.py says what each costs and keeps).
+    ingress: Literal["proxy", "haproxy"] = "proxy"
 
 
 def _default_models() -> dict[str, ModelSettings]:

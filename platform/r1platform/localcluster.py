@@ -17,12 +17,14 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 from r1platform import ray_auth, ray_join
 from r1platform.config import Settings
 from r1platform.contracts.net import free_port
 from r1platform.contracts.paths import cache_dir
 from r1platform.pools.fleet import Pool, node_labels, node_resources
+from r1platform.serving.tuning import Ingress
 
 RAY_RESERVED_LABEL_PREFIX = "ray.io/"
 
@@ -44,6 +46,7 @@ class ClusterState:
     pools: list[str]
     started_at: float
     auth_mode: str = "disabled"  # Ray token auth: "token" or "disabled" (older state files)
+    ingress: str = "proxy"  # serve.ingress the cluster was started with (tuning.py)
 
 
 def ray_bin() -> str:
@@ -149,15 +152,19 @@ def auth_headers_for(dashboard_url: str) -> dict[str, str]:
     return ray_auth.auth_headers(state.auth_mode, state_dir())
 
 
-def local_env(auth: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for the local cluster's processes: `auth` (default: the cluster's mode)."""
+def local_env(auth: dict[str, str] | None = None, ingress: Ingress | None = None) -> dict[str, str]:
+    """Environment for the local cluster's processes: `auth` and `ingress` (default: the
+    running cluster's)."""
     # Job entrypoints say plain `python`: it must be this environment's interpreter.
     from r1platform.serving.tuning import serve_env
 
+    if ingress is None:
+        state = load_state()
+        ingress = cast("Ingress", state.ingress if state else "proxy")
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     return {
         **os.environ,
-        **serve_env(),
+        **serve_env(ingress),
         "PATH": path,
         **(auth if auth is not None else cluster_auth_env()),
     }
@@ -188,8 +195,10 @@ def ray_init_address(address: str | None) -> str | None:
     return target
 
 
-def run_checked(cmd: list[str], auth: dict[str, str] | None = None) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=local_env(auth))
+def run_checked(
+    cmd: list[str], auth: dict[str, str] | None = None, ingress: Ingress | None = None
+) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=local_env(auth, ingress))
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise RuntimeError(f"{' '.join(cmd[:3])} failed: {' | '.join(tail)}")
@@ -324,14 +333,16 @@ def up(
     if auth:
         ray_auth.ensure_token(state_dir())
     auth_env = ray_auth.auth_env(mode, state_dir())
+    # Serve reads the ingress switches when each process starts, so they go in at `ray start`.
+    ingress = settings_of(os.environ["R1P_CONFIG"]).serve.ingress if serve else "proxy"
     log(f"starting Ray head (token auth {'on' if auth else 'OFF'})")
-    run_checked(head_command(spec, free_port()), auth_env)
+    run_checked(head_command(spec, free_port()), auth_env, ingress)
     n_nodes = sum(p.nodes for p in pools)
     for i, cmd in enumerate(
         virtual_node_commands(pools, spec, [free_port() for _ in range(n_nodes)])
     ):
         log(f"starting virtual node {i + 1} ({cmd[cmd.index('--labels') + 1]})")
-        run_checked(cmd, auth_env)
+        run_checked(cmd, auth_env, ingress)
     state = ClusterState(
         gcs_address=f"127.0.0.1:{spec.gcs_port}",
         dashboard_url=f"http://127.0.0.1:{spec.dashboard_port}",
@@ -339,6 +350,7 @@ def up(
         pools=[p.name for p in pools],
         started_at=time.time(),
         auth_mode=mode,
+        ingress=ingress,
     )
     save_state(state)
     use_cluster_auth(state)
@@ -388,15 +400,17 @@ def serve_config(config_path: str, port: int) -> dict:
 
     # serve.host: loopback by default; 0.0.0.0 where the proxy must be reachable from outside
     # (a Kubernetes pod). Serve applies http_options when it starts, not on a redeploy.
-    host = settings_of(config_path).serve.host
+    serve = settings_of(config_path).serve
     return {
-        "http_options": {"host": host, "port": port},
+        "http_options": {"host": serve.host, "port": port},
         "applications": [
             {
                 "name": SERVE_APP_NAME,
                 "route_prefix": "/",
                 "import_path": "serve_apps.r1_chat:app",
-                "runtime_env": {"env_vars": {"R1P_CONFIG": config_path, **serve_env()}},
+                "runtime_env": {
+                    "env_vars": {"R1P_CONFIG": config_path, **serve_env(serve.ingress)}
+                },
                 "deployments": [{"name": n} for n in engine_deployment_names(config_path)],
             }
         ],

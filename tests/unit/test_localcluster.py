@@ -214,3 +214,26 @@ def test_cluster_processes_include_the_heads_ray_client_server():
     assert not localcluster.is_cluster_process(client, session, 6380)
     other = ["/x/python", "serve.py", "--address=127.0.0.1:6379"]
     assert not localcluster.is_cluster_process(other, session, port)
+
+
+def test_local_env_carries_the_clusters_ingress(state_dir, monkeypatch):
+    # A stray switch in the caller's shell cannot contradict serve.ingress.
+    monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "1")
+    assert localcluster.local_env()["RAY_SERVE_ENABLE_HA_PROXY"] == "0"  # no cluster: proxy
+    state = _state("disabled")
+    state.ingress = "haproxy"
+    localcluster.save_state(state)
+    env = localcluster.local_env()
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+    # `r1p up` passes the setting explicitly before any state exists.
+    assert localcluster.local_env(ingress="proxy")["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "0"
+
+
+def test_serve_config_puts_the_ingress_in_the_replicas_env(tmp_path):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("serve: {ingress: haproxy}\nmodels:\n  tiny-r1: {}\n")
+    env = localcluster.serve_config(str(cfg), 8000)["applications"][0]["runtime_env"]["env_vars"]
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    cfg.write_text("models:\n  tiny-r1: {}\n")
+    env = localcluster.serve_config(str(cfg), 8000)["applications"][0]["runtime_env"]["env_vars"]
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "0"

@@ -111,6 +111,13 @@ def serve_config(
     args: dict[str, Any] = {"models": settings_models}
     if serve:
         args["serve"] = dict(serve)
+        if args["serve"].get("ingress", "proxy") != "proxy":
+            # Serve reads the ingress switches at process start: the pods' environment, which
+            # the chart sets for its proxy; a redeploy cannot change it.
+            raise ServeConfigError(
+                f"serve.ingress {args['serve']['ingress']!r}: on Kubernetes the chart serves "
+                "through Serve's HTTP proxy; only `r1p up` starts HAProxy (use 'proxy')"
+            )
     deployments = [
         {"name": f"{d}@{by_dep[d][0].pool}", "num_replicas": by_dep[d][0].replicas} for d in order
     ]
