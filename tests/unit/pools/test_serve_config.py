@@ -85,7 +85,7 @@ def test_plan_to_serve_config_to_settings_round_trips():
 def test_kubernetes_serve_config_refuses_the_haproxy_ingress():
     # The pods' environment fixes the ingress at start; a deploy claiming HAProxy would
     # start replicas' HTTP servers with nothing in front of them.
-    with pytest.raises(ServeConfigError, match="serve.ingress 'haproxy'"):
+    with pytest.raises(ServeConfigError, match=r"serve\.ingress 'haproxy'"):
         serve_config(_plan(), serve={"host": "0.0.0.0", "ingress": "haproxy"})
     cfg = serve_config(_plan(), serve={"ingress": "proxy"})
     assert cfg["applications"][0]["runtime_env"]["env_vars"]["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
