@@ -7,7 +7,9 @@ Fair by construction:
   renices itself to --nice, everything it starts inherits it, and Ray's workers, which Ray
   would renice to 15 (its `worker_niceness` config), get RAY_worker_niceness=0 (no increment);
   the niceness actually seen on every process is checked and reported;
-- the peer gets its best --stream-interval, searched over --peer-stream-intervals;
+- the peer gets its best --stream-interval at each concurrency: it is measured with every
+  value of --peer-stream-intervals, full rounds each, and per concurrency the value with the
+  highest mean tokens/s is its row (one noisy search round picked a bad value before);
 - each server runs alone during its own rounds (started, measured, stopped), so neither's
   idle threads touch the other's numbers;
 - concurrency 1, 8 and 32, --rounds rounds each, reported as mean ± std over rounds, with the
@@ -279,6 +281,20 @@ def measure(
     return out
 
 
+def mean_tps(rounds: list[dict[str, float]]) -> float:
+    return statistics.fmean(r["tokens_per_s"] for r in rounds)
+
+
+def best_per_concurrency(
+    per_interval: dict[int, dict[int, list[dict[str, float]]]],
+) -> tuple[dict[int, list[dict[str, float]]], dict[str, int]]:
+    """The peer's rounds at each concurrency from its interval with the most tokens/s there,
+    and which interval that was."""
+    concurrencies = next(iter(per_interval.values()))
+    best = {c: max(per_interval, key=lambda i: mean_tps(per_interval[i][c])) for c in concurrencies}
+    return {c: per_interval[i][c] for c, i in best.items()}, {str(c): i for c, i in best.items()}
+
+
 def score(per_c: dict[int, list[dict[str, float]]]) -> float:
     """One number per stream interval: geometric mean over concurrencies of tokens/s."""
     rates = [statistics.fmean(r["tokens_per_s"] for r in rounds) for rounds in per_c.values()]
@@ -356,11 +372,11 @@ def report(result: dict[str, Any]) -> None:
             f"{w['tokens_per_s_ratio']} at concurrency {w['tokens_per_s_concurrency']} "
             f"({met('tokens_per_s', w['tokens_per_s_ratio'])}, target >= 0.95) ({result['load']})"
         )
-        report_tables(console, cmp, f"serve.ingress={ingress}, nice {result['nice']}, peer "
-                      f"--stream-interval {result['peer_stream_interval']}")  # fmt: skip
+        what = f"serve.ingress={ingress}, nice {result['nice']}"
+        report_tables(console, cmp, what, result["peer_stream_interval"])
 
 
-def report_tables(console: Any, cmp: dict[str, Any], what: str) -> None:
+def report_tables(console: Any, cmp: dict[str, Any], what: str, peer_si: dict[str, int]) -> None:
     from rich.table import Table
 
     order = sorted(
@@ -370,7 +386,7 @@ def report_tables(console: Any, cmp: dict[str, Any], what: str) -> None:
     for c in reversed(order):
         row = cmp["by_concurrency"][c]
         t = Table("metric", "ours (Ray Serve)", "vLLM api_server", "ours/peer", "per-round ratio",
-                  "target", title=f"concurrency {c}, {what}")  # fmt: skip
+                  "target", title=f"concurrency {c}, {what}, peer --stream-interval {peer_si[c]}")  # fmt: skip
         for m in METRICS:
             d = row[m]
             rr = d["ratio_rounds"]
@@ -398,8 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--stream-interval", default="auto", help="ours: tokens per chunk, or auto")
     ap.add_argument("--peer-stream-intervals", default="1,2,4,8,16",
-                    help="the peer's --stream-interval values searched; the best is measured")  # fmt: skip
-    ap.add_argument("--search-rounds", type=int, default=1, help="rounds per searched interval")
+                    help="the peer's --stream-interval values; its best per concurrency is its row")  # fmt: skip
     ap.add_argument("--nice", type=int, default=None, help="common niceness (default: current)")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
@@ -413,15 +428,13 @@ def main(argv: list[str] | None = None) -> int:
     ingresses = [cast(Ingress, i) for i in args.ingress.split(",")]
     n_questions = max(round_size(args.requests, c) for c in concurrencies)
     questions = [r["question"] for r in arithmetic.build_split("test", n_questions, 0)]
-    load = (questions, concurrencies, args.search_rounds, args.max_tokens, args.requests)
-    search: dict[str, float] = {}
-    for interval in [int(x) for x in args.peer_stream_intervals.split(",")]:
-        search[str(interval)] = score(run_peer(model_dir, interval, *load)[0])
-        print(f"peer --stream-interval {interval}: {search[str(interval)]:,.0f} tokens/s "
-              f"(geometric mean over concurrencies; {load_note()})", flush=True)  # fmt: skip
-    best = int(max(search, key=search.get))
     load = (questions, concurrencies, args.rounds, args.max_tokens, args.requests)
-    peer, peer_nice = run_peer(model_dir, best, *load)
+    per_interval: dict[int, dict[int, list[dict[str, float]]]] = {}
+    for interval in [int(x) for x in args.peer_stream_intervals.split(",")]:
+        per_interval[interval], peer_nice = run_peer(model_dir, interval, *load)
+        print(f"peer --stream-interval {interval}: {score(per_interval[interval]):,.0f} tokens/s "
+              f"(geometric mean over concurrencies; {load_note()})", flush=True)  # fmt: skip
+    peer, best = best_per_concurrency(per_interval)
     by_ingress, our_nice = {}, {}
     for ingress in ingresses:
         ours, our_nice[ingress] = run_ours(args.stream_interval, ingress, *load)
@@ -435,7 +448,10 @@ def main(argv: list[str] | None = None) -> int:
         "niceness_seen": {"peer": peer_nice, "ours": our_nice, "generator": os.nice(0)},
         "niceness_uniform": all(v == nice for v in seen),
         "peer_stream_interval": best,
-        "peer_stream_interval_search": search,
+        "peer_tokens_per_s_by_interval": {
+            str(i): {str(c): mean_tps(r) for c, r in by_c.items()}
+            for i, by_c in per_interval.items()
+        },
         "settings": {
             "requests": {str(c): round_size(args.requests, c) for c in concurrencies},
             "rounds": args.rounds,

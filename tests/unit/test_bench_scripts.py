@@ -37,6 +37,20 @@ def test_stream_interval_score_is_the_geometric_mean_of_throughput():
     assert serve.score({1: rounds([1], [100]), 8: rounds([1], [400])}) == pytest.approx(200)
 
 
+def test_peer_gets_its_best_stream_interval_at_each_concurrency():
+    per_interval = {
+        1: {1: rounds([5, 5], [300, 320]), 32: rounds([50, 50], [500, 520])},
+        16: {1: rounds([9, 9], [200, 210]), 32: rounds([90, 90], [900, 880])},
+    }
+    peer, best = serve.best_per_concurrency(per_interval)
+    assert best == {"1": 1, "32": 16}
+    assert peer == {1: per_interval[1][1], 32: per_interval[16][32]}
+
+
+def test_rounds_hold_at_least_sixteen_requests_per_client():
+    assert [serve.round_size(64, c) for c in (1, 8, 32)] == [64, 128, 512]
+
+
 def test_common_niceness_tells_ray_not_to_renice_its_workers(monkeypatch):
     import os
 

@@ -36,10 +36,11 @@ def test_ratio_is_peer_over_ours():
 def test_targets_always_have_the_same_fixed_names_even_with_no_results():
     empty = stats.evaluate_targets({})
     assert tuple(empty) == stats.TARGET_NAMES
-    assert len(set(stats.TARGET_NAMES)) == len(stats.TARGET_NAMES) == 27
+    assert len(set(stats.TARGET_NAMES)) == len(stats.TARGET_NAMES) == 29
     assert all(v == {"target": v["target"], "value": None, "met": False} for v in empty.values())
     for name in (
         "serving.ttft_p50_vs_vllm",
+        "serving.haproxy.throughput_vs_vllm",
         "grpo.tiny.speed_vs_trl",
         "grpo.small.speed_vs_trl",
         "grpo.tiny.speed_vs_trl_vllm",
@@ -66,7 +67,10 @@ def fleet_doc(r1p_cost, ff_cost, st_cost, cv_cost, slo, harvest):
 
 def test_targets_read_values_and_judge_them():
     results = {
-        "serving": {"worst": {"ttft_p50_ratio": 1.2, "tokens_per_s_ratio": 1.3}},
+        "serving": {
+            "worst": {"ttft_p50_ratio": 1.2, "tokens_per_s_ratio": 1.3},
+            "ingress": {"haproxy": {"worst": {"ttft_p50_ratio": 1.0, "tokens_per_s_ratio": 0.9}}},
+        },
         "grpo": {
             "tiny": {"speedup": {"trl": 1.6, "trl_vllm": None}, "accuracy_not_worse": {"trl": 1.0}}
         },
@@ -78,6 +82,12 @@ def test_targets_read_values_and_judge_them():
     t = stats.evaluate_targets(results)
     assert t["serving.ttft_p50_vs_vllm"] == {"target": "<= 1.1", "value": 1.2, "met": False}
     assert t["serving.throughput_vs_vllm"]["met"]
+    assert t["serving.haproxy.ttft_p50_vs_vllm"]["met"]
+    assert t["serving.haproxy.throughput_vs_vllm"] == {
+        "target": ">= 0.95",
+        "value": 0.9,
+        "met": False,
+    }
     assert t["grpo.tiny.speed_vs_trl"]["met"] and t["grpo.tiny.accuracy_vs_trl"]["met"]
     assert t["grpo.tiny.speed_vs_trl_vllm"] == {"target": ">= 1", "value": None, "met": False}
     assert t["grpo.small.speed_vs_trl"]["value"] is None
