@@ -23,6 +23,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from r1platform.serving.tuning import Ingress
+
 
 class StrictModel(BaseModel):
     """Every level refuses unknown keys: a typo such as `models.<id>.max_model_length` must
@@ -162,7 +164,7 @@ class ServeSettings(StrictModel):
     request_timeout_s: float = Field(300.0, gt=0)
     placement: Literal["auto", "gpu", "simulated"] = "auto"
     # How HTTP reaches the ingress replicas (serving/tuning.py says what each costs and keeps).
-    ingress: Literal["proxy", "haproxy"] = "proxy"
+    ingress: Ingress = "proxy"
 
 
 def _default_models() -> dict[str, ModelSettings]:

@@ -17,7 +17,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import cast
 
 from r1platform import ray_auth, ray_join
 from r1platform.config import Settings
@@ -46,7 +45,7 @@ class ClusterState:
     pools: list[str]
     started_at: float
     auth_mode: str = "disabled"  # Ray token auth: "token" or "disabled" (older state files)
-    ingress: str = "proxy"  # serve.ingress the cluster was started with (tuning.py)
+    ingress: Ingress = "proxy"  # serve.ingress the cluster was started with (tuning.py)
 
 
 def ray_bin() -> str:
@@ -158,15 +157,16 @@ def local_env(auth: dict[str, str] | None = None, ingress: Ingress | None = None
     # Job entrypoints say plain `python`: it must be this environment's interpreter.
     from r1platform.serving.tuning import serve_env
 
+    # One read of the state file serves both defaults.
+    state = load_state() if ingress is None or auth is None else None
     if ingress is None:
-        state = load_state()
-        ingress = cast("Ingress", state.ingress if state else "proxy")
+        ingress = state.ingress if state else "proxy"
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     return {
         **os.environ,
         **serve_env(ingress),
         "PATH": path,
-        **(auth if auth is not None else cluster_auth_env()),
+        **(auth if auth is not None else cluster_auth_env(state)),
     }
 
 
