@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -73,9 +74,16 @@ def test_no_proxy_actor_and_haproxy_in_front(cluster):
     assert httpx.get(f"{BASE}/health", timeout=10).status_code == 200
     # HAProxy's backends are the ingress replicas' own HTTP servers (Serve's direct ingress),
     # each answering by itself; Serve's proxy actor is only the backup server.
+    # Serve adds a replica to HAProxy's config after it is ready, asynchronously; until then
+    # the backup server (the proxy actor) answers /health. Wait for the replica entry.
     argv = running[0].split()
-    cfg = Path(argv[argv.index("-f") + 1]).read_text()
-    replicas = re.findall(r"^\s*server (\S+) (\S+):(\d+) check(?!.*backup)", cfg, re.M)
+    path, deadline = Path(argv[argv.index("-f") + 1]), time.monotonic() + 60
+    while True:
+        cfg = path.read_text()
+        replicas = re.findall(r"^\s*server (\S+) (\S+):(\d+) check(?!.*backup)", cfg, re.M)
+        if replicas or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert replicas, cfg
     for _, host, port in replicas:
         assert httpx.get(f"http://{host}:{port}/health", timeout=10).status_code == 200
