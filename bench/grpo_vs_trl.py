@@ -152,6 +152,7 @@ class SideResult:
     load_before: float | None = None  # 1-minute load average when the run started / ended
     load_after: float | None = None
     breakdown: dict[str, float] = field(default_factory=dict)
+    precision: str | None = None  # the compute precision the side ran (each at its default)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -219,7 +220,17 @@ def summarize_ours(metrics: list[dict[str, Any]], wall_s: float | None = None) -
         wall_s=wall_s,
         error=None if step_s else "metrics.jsonl has no step_s lines",
         breakdown=step_breakdown(metrics),
+        precision=our_precision(),
     )
+
+
+def our_precision() -> str:
+    """What the job's `auto` memory mode is on this machine (the job runs it on the same CPU)."""
+    sys.path.insert(0, str(ROOT / "platform"))
+    from r1platform.training.fsdp import worker_mode
+
+    mode = worker_mode("auto", "auto")
+    return f"{mode.precision} ({mode.strategy})"
 
 
 def summarize_trl(
@@ -235,6 +246,7 @@ def summarize_trl(
         eval_accuracy=out.get("eval_accuracy"),
         eval_step=out.get("steps"),
         wall_s=wall_s,
+        precision=out.get("precision"),
     )
 
 
@@ -398,6 +410,7 @@ def summarize_size(size: str, runs: dict[str, list[SideResult]]) -> dict[str, An
             if spread([r.rollout_tokens_per_s for r in ok])
             else None,
             "seeds_ok": len(ok),
+            "precision": sorted({r.precision or "?" for r in ok}),
             "errors": [r.error for r in results if not r.ok],
             "load_avg_1m": [r.load_before for r in results],
             "runs": [asdict(r) for r in results],
@@ -428,8 +441,9 @@ def summarize_size(size: str, runs: dict[str, list[SideResult]]) -> dict[str, An
 def format_size(size: str, summary: dict[str, Any]) -> str:
     lines = [
         f"### {size} model: mean ± std over seeds",
-        "| side | steady s/step | held-out acc. | rollout tok/s | seeds ok | load avg (1 min) at start |",
-        "|---|---|---|---|---|---|",
+        "| side | precision | steady s/step | held-out acc. | rollout tok/s | seeds ok "
+        "| load avg (1 min) at start |",
+        "|---|---|---|---|---|---|---|",
     ]
     for side, d in summary["sides"].items():
 
@@ -442,7 +456,8 @@ def format_size(size: str, summary: dict[str, Any]) -> str:
 
         loads = ", ".join("?" if x is None else f"{x:.2f}" for x in d["load_avg_1m"])
         lines.append(
-            f"| {side} | {f(d['s_per_step_steady'])} | {f(d['eval_accuracy'], 100, 1)}% | "
+            f"| {side} | {', '.join(d.get('precision') or ['?'])} "
+            f"| {f(d['s_per_step_steady'])} | {f(d['eval_accuracy'], 100, 1)}% | "
             f"{f(d['rollout_tokens_per_s'], 1, 0)} | {d['seeds_ok']} | {loads} |"
         )
         lines.extend(f"  {side} failed: {e}" for e in d["errors"])

@@ -21,6 +21,7 @@ JOB = dict(  # two workers, small quick steps: 4 prompts x G=4, 24 new tokens, n
     num_workers=2, prompts_per_step=4, group_size=4, max_new_tokens=24, eval_size=8,
     eval_every=100, save_every=100, max_failures=0, max_steps=STEPS, seed=3,
     colocate=True,  # hybrid: every rank gathers the full weights for its own engine
+    precision="fp32",  # FSDP against DDP in the same precision (auto is bf16 on AMX CPUs)
 )  # fmt: skip
 
 

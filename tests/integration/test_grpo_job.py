@@ -18,7 +18,14 @@ import pytest
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 FAST = dict(  # small, quick steps: 4 prompts x G=4, 32 new tokens
-    prompts_per_step=4, group_size=4, max_new_tokens=32, eval_size=16, max_failures=0
+    prompts_per_step=4,
+    group_size=4,
+    max_new_tokens=32,
+    eval_size=16,
+    max_failures=0,
+    # fp32: the sync checks compare log-probs to 1e-4, below bf16's noise floor (~1e-3). The
+    # default mode (bf16 on AMX CPUs) runs in the learning test.
+    precision="fp32",
 )
 # Both engine modes pass the same tests: hybrid (vLLM inside the train worker, the CPU default)
 # and disaggregated (vLLM in its own actor).
@@ -126,11 +133,19 @@ def _serve_and_chat(ck: Path, tmp: Path) -> None:
         serve.shutdown()
 
 
-def _assert_engines_match_trainer(rows: list[dict]) -> None:
+def _default_sync_tolerance() -> float:
+    """Engine vs trainer log-prob gap allowed in the default mode: float noise in fp32; in bf16
+    (the default on AMX CPUs) the engine's and torch's kernels round apart by ~1e-3."""
+    from r1platform.training.fsdp import worker_mode
+
+    return 1e-4 if worker_mode("auto", "auto").precision == "fp32" else 5e-3
+
+
+def _assert_engines_match_trainer(rows: list[dict], tol: float = 1e-4) -> None:
     """After every sync the engine samples with the trainer's weights: the trainer's
     log-probs of the sampled tokens equal the engine's (float noise only)."""
     steps = [r for r in rows if r["step"] > 0 and "event" not in r]
-    assert steps and all(r["logprob_diff"] < 1e-4 for r in steps), [
+    assert steps and all(r["logprob_diff"] < tol for r in steps), [
         (r["step"], r["logprob_diff"]) for r in steps
     ]
 
@@ -195,6 +210,6 @@ def test_learning_raises_held_out_greedy_accuracy(ray_local, tmp_path: Path, col
     curve = dict(res["eval_curve"])
     assert curve[12] - curve[0] >= 0.08, curve
     rows = _metrics(tmp_path)
-    _assert_engines_match_trainer(rows)
+    _assert_engines_match_trainer(rows, _default_sync_tolerance())
     # The step's time breakdown is in every step record, for benches to read.
     assert all(0 <= r["timing/overhead_frac"] <= 1 for r in rows[1:])

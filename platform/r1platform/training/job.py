@@ -207,6 +207,8 @@ def _run_on_ray(s: GRPOSettings, prep: Prepared) -> dict[str, Any]:
         backend=backend,
         gpu_memory_utilization=s.gpu_memory_utilization,
         accelerator_type=s.accelerator_type,  # its engine profile sets dtype / enforce_eager
+        parallel_strategy=s.parallel_strategy,  # on CPU the trainer's compute dtype applies
+        precision=s.precision,
     )
     engine_opts = rollout.engine_actor_options(
         mode=mode,

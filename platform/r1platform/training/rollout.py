@@ -27,6 +27,7 @@ from r1platform.contracts.net import free_port
 from r1platform.contracts.placement_mode import PlacementMode, detect_mode
 from r1platform.contracts.resources import accelerator_key, pool_key
 from r1platform.training.cpu_weight_transfer import CPU_BACKEND, register_cpu_backend
+from r1platform.training.fsdp import Precision, Strategy, cpu_bf16_fast, resolve_mode
 
 __all__ = ["CPU_BACKEND", "PlacementMode", "detect_mode", "free_port", "register_cpu_backend"]
 
@@ -107,14 +108,26 @@ class EngineConfig:
     backend: str = CPU_BACKEND
     gpu_memory_utilization: float = 0.3
     accelerator_type: str | None = None  # the GPU type whose engine profile applies
+    # The trainer's memory mode settings: on CPU the engine samples in the dtype the trainer
+    # computes in (bf16 on AMX CPUs by default, training.fsdp.resolve_mode).
+    parallel_strategy: Strategy = "auto"
+    precision: Precision = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def rollout_engine_args(model: str, accelerator_type: str | None) -> dict[str, Any]:
+def rollout_engine_args(
+    model: str,
+    accelerator_type: str | None,
+    strategy: Strategy = "auto",
+    precision: Precision = "auto",
+) -> dict[str, Any]:
     """dtype and enforce_eager of a rollout engine: those of serving's engine profile for this
     model on this process's GPU (serving.engine_args.profile_args: float32 on CPU), with
     quantization off: the engine reloads the trainer's 16-bit weights every step, and FP8
-    sampling would drift from the policy the trainer scores."""
+    sampling would drift from the policy the trainer scores. On CPU the dtype is the trainer's
+    compute dtype instead (`strategy` / `precision` as the job sets them): bf16 where the
+    trainer runs bf16, which on AMX halves the small model's rollout (1.27 s against 2.55 s
+    for one step's 128 completions)."""
     import torch
 
     from r1platform.config import ModelSettings
@@ -124,10 +137,13 @@ def rollout_engine_args(model: str, accelerator_type: str | None) -> dict[str, A
     if torch.cuda.is_available():
         gpu = local_gpu_type(ModelSettings(accelerator_type=accelerator_type))
     settings = ModelSettings(path=model, quantization="none")
-    return {
-        "dtype": profile_args(settings, gpu)["dtype"],
-        "enforce_eager": settings.enforce_eager,
-    }
+    dtype = profile_args(settings, gpu)["dtype"]
+    if gpu is None:
+        mode = resolve_mode(
+            strategy, precision, on_gpu=False, bf16_ok=True, cpu_bf16_fast=cpu_bf16_fast()
+        )
+        dtype = "bfloat16" if mode.precision == "bf16" else dtype
+    return {"dtype": dtype, "enforce_eager": settings.enforce_eager}
 
 
 class RolloutEngine:
@@ -143,7 +159,9 @@ class RolloutEngine:
         self.cfg = cfg
         self.llm = LLM(
             model=cfg.model,
-            **rollout_engine_args(cfg.model, cfg.accelerator_type),
+            **rollout_engine_args(
+                cfg.model, cfg.accelerator_type, cfg.parallel_strategy, cfg.precision
+            ),
             max_model_len=cfg.max_model_len,
             max_num_seqs=cfg.max_num_seqs,
             seed=cfg.seed,

@@ -130,12 +130,13 @@ class GRPOSettings(BaseSettings):
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
     weight_sync_backend: SyncBackend = "auto"
     parallel_strategy: Strategy = Field(
-        "auto", description="auto: FSDP (torch fully_shard) on GPUs, fp32 DDP on CPU"
+        "auto",
+        description="auto: FSDP (torch fully_shard) on GPUs and AMX CPUs, fp32 DDP on other CPUs",
     )
     precision: Precision = Field(
         "auto",
-        description="auto: bf16 compute over fp32 sharded weights under FSDP on GPUs with bf16, "
-        "else fp32 (the mode the planner sizes the job for)",
+        description="auto: bf16 compute over fp32 sharded weights under FSDP on GPUs with bf16 "
+        "and on AMX CPUs, else fp32 (the mode the planner sizes the job for)",
     )
     ray_address: str | None = Field(None, description="default: RAY_ADDRESS or a local Ray")
 

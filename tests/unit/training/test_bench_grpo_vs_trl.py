@@ -72,6 +72,14 @@ def test_summarize_ours_reads_metrics_jsonl(tmp_path):
     assert (r.eval_accuracy_step0, r.eval_accuracy, r.eval_step) == (0.1, 0.4, 3)
     empty = bench.summarize_ours([{"step": 0, "eval_accuracy": 0.1}])
     assert not empty.ok and "step_s" in empty.error
+    # The precision each side ran is reported beside its numbers: ours is the job's `auto` here.
+    from r1platform.training.fsdp import worker_mode
+
+    mode = worker_mode("auto", "auto")
+    assert r.precision == f"{mode.precision} ({mode.strategy})"
+    trl = bench.summarize_trl({"s_per_step_steady": 1.0, "precision": "bf16 (autocast)"})
+    table = bench.format_size("tiny", bench.summarize_size("tiny", {"ours": [r], "trl": [trl]}))
+    assert f"| ours | {r.precision} |" in table and "| trl | bf16 (autocast) |" in table
 
 
 def test_run_ours_end_to_end_with_a_stand_in_job(tmp_path, monkeypatch):

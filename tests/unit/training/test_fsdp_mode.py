@@ -29,6 +29,32 @@ def test_auto_resolves_per_device(strategy, precision, on_gpu, bf16_ok, want):
 
 
 @pytest.mark.parametrize(
+    ("strategy", "precision", "want"),
+    [
+        ("auto", "auto", TrainMode("fsdp", "bf16")),  # AMX: bf16 compute, hence sharding
+        ("fsdp", "auto", TrainMode("fsdp", "bf16")),
+        ("ddp", "auto", TrainMode("ddp", "fp32")),  # DDP keeps the model in fp32
+        ("auto", "fp32", TrainMode("ddp", "fp32")),  # an explicit fp32 is kept
+    ],
+)
+def test_auto_is_bf16_on_a_cpu_with_amx(strategy, precision, want):
+    got = resolve_mode(strategy, precision, on_gpu=False, bf16_ok=True, cpu_bf16_fast=True)
+    assert got == want
+    # A GPU ignores the CPU's AMX: its own bf16 support decides.
+    assert resolve_mode("auto", "auto", on_gpu=True, bf16_ok=False, cpu_bf16_fast=True) == (
+        TrainMode("fsdp", "fp32")
+    )
+
+
+def test_worker_mode_reads_amx_from_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(fsdp, "cpu_bf16_fast", lambda: True)
+    assert fsdp.worker_mode("auto", "auto") == TrainMode("fsdp", "bf16")
+    monkeypatch.setattr(fsdp, "cpu_bf16_fast", lambda: False)
+    assert fsdp.worker_mode("auto", "auto") == TrainMode("ddp", "fp32")
+
+
+@pytest.mark.parametrize(
     ("strategy", "precision", "bf16_ok", "needle"),
     [
         ("ddp", "bf16", True, "needs parallel_strategy fsdp"),
@@ -76,10 +102,24 @@ def test_unsharded_checkpoint_views_are_the_objects_themselves():
     assert fsdp.checkpoint_views(model, opt) == (model, opt)
 
 
-def test_rollout_engine_on_cpu_runs_fp32_eager(tmp_path):
+@pytest.mark.parametrize(
+    ("amx", "strategy", "precision", "dtype"),
+    [
+        (False, "auto", "auto", "float32"),
+        (True, "auto", "auto", "bfloat16"),  # the trainer's compute dtype on an AMX CPU
+        (True, "auto", "fp32", "float32"),
+        (True, "ddp", "auto", "float32"),
+        (False, "fsdp", "bf16", "bfloat16"),  # an explicit bf16 trainer: the engine follows
+    ],
+)
+def test_rollout_engine_on_cpu_runs_eager_in_the_trainers_dtype(
+    monkeypatch, tmp_path, amx, strategy, precision, dtype
+):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(rollout, "cpu_bf16_fast", lambda: amx)
     (tmp_path / "config.json").write_text('{"model_type": "qwen2"}')
-    assert rollout.rollout_engine_args(str(tmp_path), None) == {
-        "dtype": "float32",
+    assert rollout.rollout_engine_args(str(tmp_path), None, strategy, precision) == {
+        "dtype": dtype,
         "enforce_eager": True,
     }
 
