@@ -148,6 +148,10 @@ class JobControl:
     def start(self, gpus: int, pool: str | None) -> None:
         self.gpus, self.pool, self.state = int(gpus), pool, "starting"
         self.request: dict[str, Any] | None = None
+        # A shrink the trainer has taken but not yet reported done (it is checkpointing): a
+        # restarted controller must still see it in flight, or it finds a plain running job
+        # and, once that job pauses, lends its GPUs straight back while serving takes them.
+        self.taken: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
 
     # -- the controller's side (pools.actuators.RayActorTraining)
@@ -163,10 +167,13 @@ class JobControl:
     # -- the job's side
     def take_request(self) -> dict[str, Any] | None:
         req, self.request = self.request, None
+        if req and req.get("kind") == "shrink":
+            self.taken = req
         return req
 
     def set_held(self, gpus: int, pool: str | None, state: str) -> None:
         self.gpus, self.pool, self.state = int(gpus), pool, state
+        self.taken = None  # whatever was taken is done (or was a no-op) once the job reports
         self.history.append({"t": time.time(), "gpus": int(gpus), "pool": pool, "state": state})
 
     def status(self) -> dict[str, Any]:
@@ -175,7 +182,7 @@ class JobControl:
             "gpus": self.gpus,
             "pool": self.pool,
             "state": self.state,
-            "pending": self.request,
+            "pending": self.request or self.taken,
             "history": list(self.history),
         }
 

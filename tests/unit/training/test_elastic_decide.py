@@ -104,3 +104,30 @@ def test_control_actor_state_machine_as_a_plain_object():
     st = c.status()
     assert st["gpus"] == 1 and st["state"] == "resizing" and st["pending"]["kind"] == "shrink"
     assert elastic.actor_name("grpo") == "r1p-train-grpo"
+
+
+def test_a_taken_shrink_stays_visible_until_the_release_is_reported():
+    # The trainer takes a shrink, then checkpoints for a while still holding its GPUs. A
+    # controller restarted in that window must find the reclaim in flight, not a plain running
+    # job whose GPUs it would lend straight back once it pauses.
+    from r1platform.pools.demand import Memory
+    from r1platform.pools.recovery import JobState, rebuild
+
+    c = elastic.JobControl("j")
+    c.start(2, "l4")
+    c.set_held(2, "l4", "running")
+    c.checkpoint_and_shrink(0)
+    assert c.take_request()["kind"] == "shrink"
+    st = c.status()
+    assert st["state"] == "running" and st["gpus"] == 2
+    assert (st["pending"]["kind"], st["pending"]["gpus"]) == ("shrink", 0)
+    mem = Memory()
+    found = rebuild(mem, {"j": JobState.from_status(st)}, {}, now=st["pending"]["at"] + 5)
+    assert [f.reason for f in found] == ["reclaim in flight (pause): completing it"]
+    assert mem.pending_shrink == {"j": 0} and mem.last_reclaim["j"] == st["pending"]["at"]
+    c.set_held(0, "l4", "paused")  # the release is done: nothing pending any more
+    assert c.status()["pending"] is None
+    # A taken grow is not kept: the job reports the GPUs it got when its workers start.
+    c.grow(2, "l4")
+    c.take_request()
+    assert c.status()["pending"] is None
