@@ -6,9 +6,9 @@ the same `resolve_mode`), so that is what a GPU worker runs by default:
 - **ddp** (the default on CPUs without AMX): every rank holds the whole fp32 model, gradients
   and AdamW state; Ray Train's `prepare_model` wraps it in DistributedDataParallel.
 - **fsdp** (the default on GPUs and on CPUs with AMX): each decoder block, then the root, is
-  `fully_shard`-ed over all ranks. Parameters, gradients and AdamW state stay fp32 and sharded (the master copy); with
-  precision bf16 the forward/backward run on bf16 copies gathered one block at a time
-  (`MixedPrecisionPolicy`, gradients reduced in fp32).
+  `fully_shard`-ed over all ranks. Parameters, gradients and AdamW state stay fp32 and sharded
+  (the master copy); with precision bf16 the forward/backward run on bf16 copies gathered one
+  block at a time (`MixedPrecisionPolicy`, gradients reduced in fp32).
 
 Weight sync needs whole tensors, so under FSDP every rank joins one all-gather per push
 (`SyncWeights.gather`, timed as `weight_gather_s`) and the engines load the gathered copy, cast
@@ -92,7 +92,7 @@ def worker_mode(strategy: Strategy, precision: Precision) -> TrainMode:
     import torch
 
     on_gpu = torch.cuda.is_available()
-    # CPU kernels run bf16 (slowly), so an explicit bf16 is allowed there for tests.
+    # Every CPU can run bf16 (slowly without AMX), so an explicit bf16 is always allowed.
     bf16_ok = torch.cuda.is_bf16_supported() if on_gpu else True
     fast = not on_gpu and cpu_bf16_fast()
     return resolve_mode(strategy, precision, on_gpu=on_gpu, bf16_ok=bf16_ok, cpu_bf16_fast=fast)

@@ -27,7 +27,7 @@ from r1platform.contracts.net import free_port
 from r1platform.contracts.placement_mode import PlacementMode, detect_mode
 from r1platform.contracts.resources import accelerator_key, pool_key
 from r1platform.training.cpu_weight_transfer import CPU_BACKEND, register_cpu_backend
-from r1platform.training.fsdp import Precision, Strategy, cpu_bf16_fast, resolve_mode
+from r1platform.training.fsdp import Precision, Strategy, worker_mode
 
 __all__ = ["CPU_BACKEND", "PlacementMode", "detect_mode", "free_port", "register_cpu_backend"]
 
@@ -138,11 +138,8 @@ def rollout_engine_args(
         gpu = local_gpu_type(ModelSettings(accelerator_type=accelerator_type))
     settings = ModelSettings(path=model, quantization="none")
     dtype = profile_args(settings, gpu)["dtype"]
-    if gpu is None:
-        mode = resolve_mode(
-            strategy, precision, on_gpu=False, bf16_ok=True, cpu_bf16_fast=cpu_bf16_fast()
-        )
-        dtype = "bfloat16" if mode.precision == "bf16" else dtype
+    if gpu is None and worker_mode(strategy, precision).precision == "bf16":
+        dtype = "bfloat16"  # the trainer's own rule on this CPU (its workers run here too)
     return {"dtype": dtype, "enforce_eager": settings.enforce_eager}
 
 

@@ -116,7 +116,7 @@ def test_rollout_engine_on_cpu_runs_eager_in_the_trainers_dtype(
     monkeypatch, tmp_path, amx, strategy, precision, dtype
 ):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(rollout, "cpu_bf16_fast", lambda: amx)
+    monkeypatch.setattr(fsdp, "cpu_bf16_fast", lambda: amx)
     (tmp_path / "config.json").write_text('{"model_type": "qwen2"}')
     assert rollout.rollout_engine_args(str(tmp_path), None, strategy, precision) == {
         "dtype": dtype,
