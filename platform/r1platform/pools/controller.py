@@ -197,7 +197,14 @@ class Controller:
         )
         self._surplus = rules.surplus(p, obs.serving_now, actions)
         for s_ in p.serving:
-            self.mem.layout.setdefault((s_.deployment, s_.pool), (s_.tp, s_.pp))
+            k = (s_.deployment, s_.pool)
+            if obs.serving_now.get(k, 0) > 0:
+                self.mem.layout.setdefault(k, (s_.tp, s_.pp))
+            else:
+                # Nothing runs there: what starts is the plan's layout. A layout remembered
+                # from replicas long gone would pin the next plan to a TP x PP that is not
+                # running and count the new replicas at the wrong capacity.
+                self.mem.layout[k] = (s_.tp, s_.pp)
         after = dict(obs.serving_now)
         for a in actions:
             if a.kind == "scale":

@@ -116,3 +116,31 @@ def test_any_policy_object_runs_in_the_engine():
     res = sim.simulate(pol, fleet, list(wl.serving), [], trace.synthetic(3600, 60, 0), cfg)
     assert res.policy == "idle" and pol.started and pol.controls == res.decisions == 6
     assert res.cost == 0.0 and res.slo_attainment == 0.0  # nothing served, nothing paid
+
+
+def test_r1p_replicas_run_the_layout_its_plan_counts_them_at():
+    """A D@P scaled to zero and started again on another TP must be planned at that TP: a
+    layout remembered from the gone replicas made the planner count new 1-GPU replicas as
+    2-GPU ones (capacity booked that did not exist: minutes of misses on every such restart)."""
+    fleet = scenarios.fleet(1000)
+    gpus = sum(p.gpus_capacity for p in fleet.pools)
+    wl = scenarios.workloads(8, seed=4, total_gpus=gpus, load=0.4)
+    cfg = sim.SimConfig(duration_s=5400, seed=2)
+    pol = sim.R1pPolicy()
+    checked, wrong = [0], []
+    control = pol.control
+
+    def checked_control(st, serving):
+        control(st, serving)
+        assert pol.ctl is not None
+        for s in pol.ctl.last_plan.serving:
+            for r in st.replicas:
+                if (r.deployment, r.pool) == (s.deployment, s.pool) and s.replicas:
+                    checked[0] += 1
+                    if r.gpus != s.gpus // s.replicas:
+                        wrong.append((st.now, s.deployment, s.pool, s.tp, r.gpus))
+
+    pol.control = checked_control
+    jobs = sim.job_queue(16, 2, 36000, gpus)  # a 10 h run's queue, its first 1.5 h
+    sim.simulate(pol, fleet, list(wl.serving), jobs, trace.synthetic(36000, 60, 2), cfg)
+    assert checked[0] > 100 and wrong == []
