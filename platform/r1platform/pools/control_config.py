@@ -23,6 +23,10 @@ class ControllerConfig(BaseSettings):
     headroom: float = Field(0.15, ge=0)
     headroom_budget: float = Field(0.0025, gt=0, lt=1)
     headroom_max: float = Field(1.0, ge=0)
+    # What headroom the climbs of shifts (a burst's onset, headroom.Burstiness) may buy at most:
+    # the noise's headroom is always bought; an onset beyond this is left to the forecaster,
+    # which follows a shift at once (tuned on the synthetic trace only).
+    burst_headroom_max: float = Field(0.3, ge=0)
     # Climbs older than this no longer count. A day: bursts recur a few times a day, and a
     # window of an hour forgot each one before the next came, which then met the few percent
     # of headroom an hour of calm load measures (fleet sim, synthetic seed 3: 0.3-0.4% of the
@@ -32,6 +36,9 @@ class ControllerConfig(BaseSettings):
     # the trend.
     forecast_alpha: float = Field(0.5, gt=0, le=1)
     forecast_beta: float = Field(0.3, gt=0, le=1)
+    # A read this many standard deviations of the one-step forecast error away is a shift the
+    # level follows at once; closer ones are noise it averages (0: off, the level is an EWMA).
+    forecast_outlier_sd: float = Field(3.0, ge=0)
     # Storage read throughput for a replica's weights, GB/s (coldstart.lead_time_s).
     storage_gbps: float = Field(2.0, gt=0)
     # Re-target up when demand exceeds the target by this fraction ...

@@ -149,7 +149,8 @@ class Controller:
         PoolsError when no placement can carry even the measured load."""
         defaults = {w.name: w.request_rate for w in self.workloads.serving}
         leads = lead_times(obs, self.cfg)  # once a cycle: the demand and decide both use it
-        req = plan_request(obs, self.mem, self.cfg, defaults, self._surplus, leads)
+        can_deploy = hasattr(self.serve, "deploy")
+        req = plan_request(obs, self.mem, self.cfg, defaults, self._surplus, leads, can_deploy)
         rates = dict(req.rates)
         with self.tracer.start_as_current_span("pools.plan") as ps:
             try:
@@ -197,14 +198,7 @@ class Controller:
         )
         self._surplus = rules.surplus(p, obs.serving_now, actions)
         for s_ in p.serving:
-            k = (s_.deployment, s_.pool)
-            if obs.serving_now.get(k, 0) > 0:
-                self.mem.layout.setdefault(k, (s_.tp, s_.pp))
-            else:
-                # Nothing runs there: what starts is the plan's layout. A layout remembered
-                # from replicas long gone would pin the next plan to a TP x PP that is not
-                # running and count the new replicas at the wrong capacity.
-                self.mem.layout[k] = (s_.tp, s_.pp)
+            self.mem.layout.setdefault((s_.deployment, s_.pool), (s_.tp, s_.pp))
         after = dict(obs.serving_now)
         for a in actions:
             if a.kind == "scale":

@@ -86,11 +86,14 @@ def plan_request(
     defaults: Mapping[str, float],
     surplus: Mapping[Pair, int] | None = None,
     leads: Mapping[str, float] | None = None,
+    can_deploy: bool = True,
 ) -> PlanRequest:
     """The rates to provision for (hysteresis over the observed load; updates `mem`) and the
     plan request that keeps running replicas, layouts and jobs where they are. `surplus`: per
     D@P that runs more replicas than the last plan wanted (kept by decide while a move makes
-    before it breaks, or through a cooldown), the count that plan wanted."""
+    before it breaks, or through a cooldown), the count that plan wanted. `can_deploy` False:
+    the Serve actuator can only set replica counts, so every D@P keeps the layout it was first
+    given, running or not (a plan may not count replicas at a layout nothing can start)."""
     now = obs.now
     prev_rates = dict(mem.rates)
     leads = lead_times(obs, cfg) if leads is None else leads  # the caller's, when it has them
@@ -110,7 +113,9 @@ def plan_request(
         if r > mem.rates.get(name, r - 1):
             mem.last_up[name] = now
     mem.rates = rates
-    pinned = {k: v for k, v in mem.layout.items() if obs.serving_now.get(k, 0) > 0}
+    pinned = {
+        k: v for k, v in mem.layout.items() if not can_deploy or obs.serving_now.get(k, 0) > 0
+    }
     return PlanRequest(
         obs.fleet,
         obs.workloads,

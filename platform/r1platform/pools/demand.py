@@ -36,12 +36,26 @@ class Memory:
     cycle: int = 0
 
 
-def demand(load: DeploymentLoad, cfg: ControllerConfig, rise: float = 0.0, headroom=None) -> float:
-    """Rate to provision for: arrivals plus the rise forecast over the horizon (at most
-    double: a step change is a burst, not a trend to extrapolate forever), plus what it takes
-    to drain the queue, plus headroom (the configured prior unless a measured one is given)."""
+def base_rate(load: DeploymentLoad, fc: Holt | None) -> float:
+    """The rate the forecast starts from: the forecaster's level (noise averaged out, shifts
+    followed at once), the read itself before there is one."""
+    return fc.level if fc is not None and fc.level is not None else load.request_rate
+
+
+def demand(
+    load: DeploymentLoad,
+    cfg: ControllerConfig,
+    rise: float = 0.0,
+    headroom=None,
+    base: float | None = None,
+) -> float:
+    """Rate to provision for: the base rate (the read unless given) plus the rise forecast
+    over the horizon (at most double: a step change is a burst, not a trend to extrapolate
+    forever), plus what it takes to drain the queue, plus headroom (the configured prior
+    unless a measured one is given)."""
     h = cfg.headroom if headroom is None else headroom
-    rate = load.request_rate + min(max(rise, 0.0), load.request_rate)
+    b = load.request_rate if base is None else base
+    rate = b + min(max(rise, 0.0), b)
     return (rate + load.queued / cfg.queue_drain_s) * (1 + h)
 
 
@@ -61,12 +75,15 @@ def observe_rates(
     """Fold this cycle's reads into each deployment's forecast and burstiness, and note the
     rate expected at the next cycle (what forecast_error judges)."""
     for name, load in loads.items():
-        fc = mem.fc.setdefault(name, Holt(cfg.forecast_alpha, cfg.forecast_beta))
+        fc = mem.fc.setdefault(
+            name, Holt(cfg.forecast_alpha, cfg.forecast_beta, outlier_sd=cfg.forecast_outlier_sd)
+        )
         fc.update(now, load.request_rate)
         h = horizon_s(cfg, leads.get(name, 0.0))
-        expected = load.request_rate + min(fc.rise(h), load.request_rate)
+        base = base_rate(load, fc)
+        expected = base + min(fc.rise(h), base)
         b = mem.bursts.setdefault(name, Burstiness(cfg.burst_window_s))
-        b.observe(now, load.request_rate, expected if fc.reads >= 2 else None, h)
+        b.observe(now, load.request_rate, expected if fc.reads >= 2 else None, h, fc.shifted)
         mem.forecast[name] = fc.predict(cfg.interval_s)
 
 
@@ -89,8 +106,12 @@ def target_rates(
         load = loads.get(name)
         fc, b = mem.fc.get(name), mem.bursts.get(name)
         rise = fc.rise(horizon_s(cfg, (leads or {}).get(name, 0.0))) if fc else 0.0
-        h = b.headroom(cfg.headroom_budget, cfg.headroom, cfg.headroom_max) if b else None
-        want = demand(load, cfg, rise, h) if load is not None else default
+        h = (
+            b.headroom(cfg.headroom_budget, cfg.headroom, cfg.headroom_max, cfg.burst_headroom_max)
+            if b
+            else None
+        )
+        want = demand(load, cfg, rise, h, base_rate(load, fc)) if load is not None else default
         mem.headroom[name] = cfg.headroom if h is None else h
         hist = [(t, w) for t, w in mem.wants.get(name, []) if now - t < cfg.down_stabilization_s]
         hist.append((now, want))

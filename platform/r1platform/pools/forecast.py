@@ -12,6 +12,7 @@ seen no season, and a fitted season from less than two cycles is noise.
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass, field
 
 
@@ -27,22 +28,34 @@ class Holt:
     t: float | None = None
     reads: int = 0
     history: list[tuple[float, float]] = field(default_factory=list)  # (t, rate), for seasons
+    # A read further than outlier_sd standard deviations of the one-step error from the
+    # forecast is a shift, not noise: the level jumps to it at once (alpha 1). So a small alpha
+    # can average noisy reads without lagging a burst (a Shewhart 3-sigma rule on the
+    # residuals). 0 turns it off.
+    outlier_sd: float = 0.0
+    var: float | None = None  # EWMA of squared one-step errors (clipped at outlier_sd)
+    var_weight: float = 0.1
+    shifted: bool = False  # the last read was a shift (see outlier_sd)
 
     def update(self, t: float, rate: float) -> None:
         """Fold in the rate read at time t (a read at or before the last one moves the level
         only: no time passed to turn into a trend)."""
+        self.shifted = False
         if self.level is None or self.t is None:
             self.level, self.t = rate, t
         else:
             dt = t - self.t
             if dt <= 0:
-                self.level = self.alpha * rate + (1 - self.alpha) * self.level
-            elif self.reads == 1:  # the usual start: the first difference is the trend
-                self.trend = (rate - self.level) / dt
+                a = self._weight(rate - self.level)
+                self.level = a * rate + (1 - a) * self.level
+            elif self.reads == 1:  # the first difference: one trend step from none (a
+                # step change between the first two reads is not a ramp to extrapolate)
+                self.trend = self.beta * (rate - self.level) / dt
                 self.level, self.t = rate, t
             else:
                 prior = self.level + self.trend * dt
-                level = self.alpha * rate + (1 - self.alpha) * prior
+                a = self._weight(rate - prior)
+                level = a * rate + (1 - a) * prior
                 self.trend = self.beta * (level - self.level) / dt + (1 - self.beta) * self.trend
                 self.level, self.t = level, t
         self.reads += 1
@@ -51,6 +64,21 @@ class Holt:
             # Keep one season and a margin: enough for the seasonal lookup, bounded memory.
             while self.history and self.history[0][0] < t - 1.5 * self.season_s:
                 self.history.pop(0)
+
+    def _weight(self, e: float) -> float:
+        """The level's weight for a read that missed the forecast by e; learns the error's
+        spread (clipped, so one burst does not make every later burst look like noise)."""
+        if self.outlier_sd <= 0:
+            return self.alpha
+        if self.var is None:  # no spread measured yet: every read is news
+            self.var = e * e
+            self.shifted = False
+            return 1.0
+        limit = self.outlier_sd * math.sqrt(self.var)
+        self.shifted = abs(e) > limit
+        clipped = max(-limit, min(e, limit))
+        self.var = self.var_weight * clipped * clipped + (1 - self.var_weight) * self.var
+        return 1.0 if self.shifted else self.alpha
 
     def _rate_at(self, t: float) -> float | None:
         i = bisect.bisect_left(self.history, (t, float("-inf")))

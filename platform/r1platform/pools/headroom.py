@@ -24,32 +24,68 @@ from dataclasses import dataclass, field
 class Burstiness:
     window_s: float = 86400.0
     pending: deque = field(default_factory=deque)  # (t made, t due, forecast)
-    samples: deque = field(default_factory=deque)  # (t read, read / forecast), in time order
+    samples: deque = field(default_factory=deque)  # (t read, read / forecast, shift)
     # The same climbs kept sorted: a day's window holds ~10^5 climbs, and re-sorting them
-    # every cycle for every deployment cost the loop ~15 ms a deployment.
+    # every cycle for every deployment cost the loop ~15 ms a deployment. `calm` holds the
+    # climbs of reads the forecaster took for noise, `ranked` every climb.
     ranked: list = field(default_factory=list)
+    calm: list = field(default_factory=list)
+    last_shift: float = float("-inf")
 
-    def observe(self, t: float, rate: float, forecast: float | None, horizon_s: float) -> None:
+    def observe(
+        self,
+        t: float,
+        rate: float,
+        forecast: float | None,
+        horizon_s: float,
+        shift: bool = False,
+    ) -> None:
         """Fold in the rate read at t and register this cycle's forecast for the horizon (None:
-        no forecast to judge yet, e.g. before the forecaster has seen a trend)."""
+        no forecast to judge yet, e.g. before the forecaster has seen a trend). `shift`: the
+        forecaster took this read for a shift (a burst's onset), not for noise. A climb over
+        a forecast made before the last shift belongs to that shift too."""
+        if shift:
+            self.last_shift = t
         while self.pending and self.pending[0][1] < t:
             self.pending.popleft()
         for made, _due, fc in self.pending:
             if made < t and fc > 0:
                 x = rate / fc
-                self.samples.append((t, x))
+                burst = self.last_shift > made
+                self.samples.append((t, x, burst))
                 bisect.insort(self.ranked, x)
+                if not burst:
+                    bisect.insort(self.calm, x)
         while self.samples and self.samples[0][0] < t - self.window_s:
-            _, x = self.samples.popleft()
+            _, x, was_shift = self.samples.popleft()
             del self.ranked[bisect.bisect_left(self.ranked, x)]
+            if not was_shift:
+                del self.calm[bisect.bisect_left(self.calm, x)]
         if forecast is not None:
             self.pending.append((t, t + max(horizon_s, 0.0), forecast))
 
-    def headroom(self, budget: float, prior: float, cap: float, min_samples: int = 8) -> float:
-        """Smallest relative headroom (0 .. cap) whose expected shortfall is within budget."""
+    def headroom(
+        self,
+        budget: float,
+        prior: float,
+        cap: float,
+        burst_cap: float | None = None,
+        min_samples: int = 8,
+    ) -> float:
+        """Smallest relative headroom (0 .. cap) whose expected shortfall is within budget.
+
+        With `burst_cap`, the climbs of shifts buy at most that much: the noise's own headroom
+        is always bought, a burst's onset only up to burst_cap. Beyond it, headroom held all
+        day to cover onsets it cannot fully cover anyway costs more than the minutes of misses
+        it saves (fleet sim, synthetic trace seed 3: 0.72 measured; capped at 0.3, 20% cheaper
+        and 99.57% SLO against 99.50%)."""
         if len(self.ranked) < min_samples:
             return prior
-        return _solve(self.ranked, budget, cap)
+        every = _solve(self.ranked, budget, cap)
+        if burst_cap is None:
+            return every
+        noise = _solve(self.calm, budget, cap) if len(self.calm) >= min_samples else 0.0
+        return min(max(noise, min(every, burst_cap)), cap)
 
 
 def shortfall_headroom(xs: list[float], budget: float, cap: float) -> float:

@@ -73,6 +73,22 @@ def test_shortfall_headroom_is_exact_on_the_piecewise_linear_shortfall():
     assert shortfall_headroom([1.5] * 10, 0.0, cap=1.0) == pytest.approx(0.5)
 
 
+def test_holt_follows_a_shift_at_once_and_averages_noise():
+    rng = random.Random(3)
+    f = Holt(alpha=0.2, beta=0.1, outlier_sd=3.0)
+    for k in range(100):  # 10 rps read with 10% noise: averaged, never taken for a shift
+        f.update(60.0 * k, 10.0 * (1 + rng.uniform(-0.1, 0.1)))
+        assert k < 10 or not f.shifted
+    assert f.level == pytest.approx(10.0, rel=0.05)
+    f.update(6000.0, 30.0)  # a burst: the level jumps to it, not a fifth of the way
+    assert f.shifted and f.level == pytest.approx(30.0)
+    plain = Holt(alpha=0.2, beta=0.1)
+    for k in range(100):
+        plain.update(60.0 * k, 10.0)
+    plain.update(6000.0, 30.0)
+    assert plain.level < 15.0 and not plain.shifted
+
+
 def test_cold_start_grows_with_model_size_and_slower_gpus():
     cat = load_catalog()
     small = cold_start("r1-distill-qwen-1.5b", cat["H100"])
@@ -90,12 +106,12 @@ def test_demand_scales_ahead_by_the_lead_time_and_uses_measured_headroom():
     assert horizon_s(cfg, 100) == 160 and horizon_s(cfg, 5000) == 900
     mem = Memory()
     leads = {"a": 240.0}
-    for k in range(20):  # a steady ramp: +1 rps per minute
+    for k in range(40):  # a steady ramp: +1 rps per minute
         load = {"a": DeploymentLoad(0, 0, 10.0 + k)}
         observe_rates(load, mem, 60.0 * k, cfg, leads)
         rates = target_rates(load, mem, 60.0 * k, cfg, {"a": 1.0}, leads)
-    # Provisioned for ~5 minutes (interval + lead) ahead of the 29 rps it reads now ...
-    assert rates["a"] > 29 + 4
+    # Provisioned for ~5 minutes (interval + lead) ahead of the 49 rps it reads now ...
+    assert rates["a"] > 49 + 4
     # ... with a measured headroom: the ramp is well forecast, so less than the 15% prior.
     assert 0.0 <= mem.headroom["a"] < 0.15
     assert math.isclose(mem.forecast["a"], mem.fc["a"].predict(60))
@@ -109,10 +125,29 @@ def test_the_windowed_climbs_kept_sorted_give_the_from_scratch_headroom():
     for i in range(600):
         t = 30.0 * i
         rate = 10.0 * (1 + 0.5 * (i % 97 < 5)) * rng.uniform(0.9, 1.1)
-        b.observe(t, rate, 10.0, horizon_s=150.0)
+        b.observe(t, rate, 10.0, horizon_s=150.0, shift=i % 97 == 0)
         if i % 50 == 49:
-            xs = [x for _, x in b.samples]
+            xs = [x for _, x, _ in b.samples]
             assert b.ranked == sorted(xs)
+            assert b.calm == sorted(x for _, x, shift in b.samples if not shift)
             got = b.headroom(0.0025, prior=0.15, cap=1.0)
             assert got == pytest.approx(shortfall_headroom(xs, 0.0025, cap=1.0), abs=1e-12)
-    assert all(t >= 30.0 * 599 - 3600 for t, _ in b.samples)  # old climbs left the window
+    assert all(t >= 30.0 * 599 - 3600 for t, _, _ in b.samples)  # old climbs left the window
+
+
+def test_burst_climbs_buy_headroom_only_up_to_their_cap_noise_always_its_own():
+    calm, bursty = Burstiness(window_s=86400), Burstiness(window_s=86400)
+    for k in range(200):  # reads scatter +-20% around the forecast; every 50th is a 3x onset
+        noise = 10.0 * (1.2 if k % 2 else 0.8)
+        calm.observe(60.0 * k, noise, forecast=10.0, horizon_s=60)
+        onset = k % 50 == 49
+        bursty.observe(60.0 * k, 30.0 if onset else noise, 10.0, horizon_s=60, shift=onset)
+    noise_h = calm.headroom(0.0025, prior=0.15, cap=1.0, burst_cap=0.3)
+    assert noise_h == pytest.approx(calm.headroom(0.0025, prior=0.15, cap=1.0))  # no shifts
+    assert bursty.headroom(0.0025, prior=0.15, cap=1.0) == 1.0  # uncapped: the onsets win
+    assert bursty.headroom(0.0025, prior=0.15, cap=1.0, burst_cap=0.3) == pytest.approx(0.3)
+    # Noise that needs more than the burst cap still gets all of it.
+    assert bursty.headroom(0.0025, prior=0.15, cap=1.0, burst_cap=0.05) == pytest.approx(
+        noise_h, abs=1e-3
+    )
+    assert noise_h > 0.05

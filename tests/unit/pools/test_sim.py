@@ -119,9 +119,11 @@ def test_any_policy_object_runs_in_the_engine():
 
 
 def test_r1p_replicas_run_the_layout_its_plan_counts_them_at():
-    """A D@P scaled to zero and started again on another TP must be planned at that TP: a
-    layout remembered from the gone replicas made the planner count new 1-GPU replicas as
-    2-GPU ones (capacity booked that did not exist: minutes of misses on every such restart)."""
+    """The simulator's Serve actuator has no deploy: it can only set replica counts, so the
+    controller keeps every D@P at the layout it first gave it. Before, a D@P scaled to zero was
+    re-planned at another TP, started at that TP, yet pinned to the remembered one once running:
+    the planner counted new 1-GPU replicas as 2-GPU ones (capacity booked that did not exist:
+    15% of D@P-cycles on synthetic seed 2, minutes of misses each time)."""
     fleet = scenarios.fleet(1000)
     gpus = sum(p.gpus_capacity for p in fleet.pools)
     wl = scenarios.workloads(8, seed=4, total_gpus=gpus, load=0.4)
