@@ -72,7 +72,6 @@ class Holt:
             return self.alpha
         if self.var is None:  # no spread measured yet: every read is news
             self.var = e * e
-            self.shifted = False
             return 1.0
         limit = self.outlier_sd * math.sqrt(self.var)
         self.shifted = abs(e) > limit

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 class Burstiness:
     window_s: float = 86400.0
     pending: deque = field(default_factory=deque)  # (t made, t due, forecast)
-    samples: deque = field(default_factory=deque)  # (t read, read / forecast, shift)
+    samples: deque = field(default_factory=deque)  # (t read, read / forecast, of a burst)
     # The same climbs kept sorted: a day's window holds ~10^5 climbs, and re-sorting them
     # every cycle for every deployment cost the loop ~15 ms a deployment. `calm` holds the
     # climbs of reads the forecaster took for noise, `ranked` every climb.
