@@ -88,6 +88,10 @@ class Controller:
         self.last_error: str | None = None
         self.tracer = get_tracer(TRACER)
 
+    @property
+    def deploys(self) -> bool:  # a Serve actuator without deploy (the sim's) cannot relayout
+        return hasattr(self.serve, "deploy")
+
     def fleet(self) -> Fleet:
         return self._fleet() if callable(self._fleet) else self._fleet
 
@@ -145,12 +149,10 @@ class Controller:
         )
 
     def plan(self, obs: Observation) -> Planned:
-        """Demand to provision for (updates the loop's memory), then the plan for it. Raises
-        PoolsError when no placement can carry even the measured load."""
+        """The plan for this cycle's demand (updates the loop's memory); PoolsError if none fits."""
         defaults = {w.name: w.request_rate for w in self.workloads.serving}
         leads = lead_times(obs, self.cfg)  # once a cycle: the demand and decide both use it
-        can_deploy = hasattr(self.serve, "deploy")
-        req = plan_request(obs, self.mem, self.cfg, defaults, self._surplus, leads, can_deploy)
+        req = plan_request(obs, self.mem, self.cfg, defaults, self._surplus, leads, self.deploys)
         rates = dict(req.rates)
         with self.tracer.start_as_current_span("pools.plan") as ps:
             try:
@@ -208,7 +210,7 @@ class Controller:
         # rolls the changed deployments itself); this cycle's scale actions ride in it. An
         # actuator without deploy (the simulator's) keeps scaling replica by replica.
         changes = {}
-        if hasattr(self.serve, "deploy"):
+        if self.deploys:
             changes = rules.layout_changes(p, obs.serving_now, self.mem.deployed, self.mem.layout)
         deploy_error = None
         if changes:

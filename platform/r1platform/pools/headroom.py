@@ -57,9 +57,9 @@ class Burstiness:
                 if not burst:
                     bisect.insort(self.calm, x)
         while self.samples and self.samples[0][0] < t - self.window_s:
-            _, x, was_shift = self.samples.popleft()
+            _, x, burst = self.samples.popleft()
             del self.ranked[bisect.bisect_left(self.ranked, x)]
-            if not was_shift:
+            if not burst:
                 del self.calm[bisect.bisect_left(self.calm, x)]
         if forecast is not None:
             self.pending.append((t, t + max(horizon_s, 0.0), forecast))
