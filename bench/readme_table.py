@@ -32,10 +32,17 @@ def _fmt(value: float | None) -> str:
 def render(doc: dict[str, Any]) -> str:
     """The markdown between the markers: provenance, then one row per fixed target."""
     targets = doc.get("targets", {})
+    steps = (doc.get("results") or {}).get("steps") or {}
+    reused = [
+        f"{name} (commit {s.get('commit') or '?'}, {s.get('date') or '?'})"
+        for name, s in steps.items()
+        if s.get("reused")
+    ]
     lines = [
         f"`{doc.get('command', 'make bench')}` on {doc.get('machine', '?')}, "
         f"{doc.get('date', '?')}, commit {doc.get('commit') or '?'}. "
         "Missing results count as not met.",
+        *(["Taken from earlier runs of their step: " + "; ".join(reused) + "."] if reused else []),
         "",
         "| target | vs (same run) | value | goal | met |",
         "|---|---|---|---|---|",

@@ -10,7 +10,14 @@ Run it on an idle machine: every figure is printed with the load average it saw.
 --smoke runs each step at toy scale to check the plumbing; it writes bench/results/smoke.json
 and never touches latest.json or the README.
 
-    .venv/bin/python bench/run_all.py [--skip-scaleout] [--only serving,grpo,...] [--smoke]
+Each step's JSON stays in bench/results/parts/ beside a `.status.json` (commit, date, seconds,
+load average). `--only grpo --keep-others` re-runs one step after a change and takes every
+other step from its last part, marked `reused` with its own commit and date in
+`results.steps` and in the README's provenance line, so a 90-minute bench need not be re-run
+whole to refresh one row, and a row never hides which commit measured it.
+
+    .venv/bin/python bench/run_all.py [--skip-scaleout] [--only serving,grpo,...] [--keep-others]
+                                      [--smoke]
 """
 
 from __future__ import annotations
@@ -100,10 +107,30 @@ def run_step(name: str, out: Path, smoke: bool, timeout_s: float) -> dict[str, A
     return status
 
 
+def status_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".status.json")
+
+
+def reuse_part(out: Path) -> tuple[dict[str, Any], Any] | None:
+    """(status, result) of an earlier run of a step, if it produced a result."""
+    status_file = status_path(out)
+    if not (out.is_file() and status_file.is_file()):
+        return None
+    status = json.loads(status_file.read_text())
+    if "error" in status:
+        return None
+    return {**status, "reused": True}, json.loads(out.read_text())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default=",".join(STEPS), help="comma-separated steps")
     ap.add_argument("--skip-scaleout", action="store_true", help="~20 min: six 40-step GRPO jobs")
+    ap.add_argument(
+        "--keep-others",
+        action="store_true",
+        help="steps left out of --only keep their last result (marked reused)",
+    )
     ap.add_argument("--smoke", action="store_true", help="toy scale; writes smoke.json only")
     ap.add_argument("--timeout-s", type=float, default=6 * 3600, help="per step")
     ap.add_argument("--results", type=Path, default=BENCH / "results")
@@ -117,13 +144,25 @@ def main(argv: list[str] | None = None) -> int:
     parts = args.results / ("smoke" if args.smoke else "parts")
     parts.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"steps": {}}
-    for name in names:
+    for name in STEPS:
         out = parts / f"{name}.json"
+        if name not in names:
+            kept = reuse_part(out) if args.keep_others else None
+            if kept:
+                results["steps"][name] = kept[0]
+                nest(results, name, kept[1])
+            continue
         out.unlink(missing_ok=True)  # a stale file from an older run must not pass as this one's
-        results["steps"][name] = run_step(name, out, args.smoke, args.timeout_s)
+        stamp = {"commit": commit(), "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+        results["steps"][name] = {**stamp, **run_step(name, out, args.smoke, args.timeout_s)}
+        status_path(out).write_text(json.dumps(results["steps"][name]))
         if out.is_file():
             nest(results, name, json.loads(out.read_text()))
-    command = "make bench" + (" (--skip-scaleout)" if args.skip_scaleout else "")
+    if set(names) == set(STEPS) - ({"scaleout"} if args.skip_scaleout else set()):
+        command = "make bench" + (" (--skip-scaleout)" if args.skip_scaleout else "")
+    else:
+        command = f"bench/run_all.py --only {','.join(names)}"
+        command += " --keep-others" if args.keep_others else ""
     doc = latest_document(
         results,
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -138,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name}: {t['value']} (goal {t['target']}) -> {'met' if t['met'] else 'NOT met'}")
     if not args.smoke:
         subprocess.run([PY, str(BENCH / "readme_table.py"), "--latest", str(target)], check=True)
-    failed = [n for n, s in results["steps"].items() if "error" in s]
+    failed = [n for n, s in results["steps"].items() if "error" in s and n in names]
     if failed:
         print(f"steps that produced no result: {failed}")
     return 1 if failed else 0

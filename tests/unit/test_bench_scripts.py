@@ -8,6 +8,7 @@ from benchload import load
 serve = load("serve_overhead")
 scaleout = load("grpo_scaleout")
 run_all = load("run_all")
+table = load("readme_table")
 
 
 def rounds(ttft, tps):
@@ -125,3 +126,32 @@ def test_make_bench_writes_every_target_even_when_steps_fail(tmp_path, monkeypat
     assert not (tmp_path / "latest.json").exists(), "a smoke run never writes latest.json"
     with pytest.raises(SystemExit):
         run_all.main(["--only", "nope", "--results", str(tmp_path)])
+
+
+def test_make_bench_reruns_one_step_and_keeps_the_others_marked_reused(tmp_path, monkeypatch):
+    import json
+
+    def fake_step(name, out, smoke, timeout_s):
+        out.write_text(json.dumps({"ratio": 0.85 if name == "rollout" else 0.5}))
+        return {"seconds": 1.0, "load_after": "x"}
+
+    monkeypatch.setattr(run_all, "run_step", fake_step)
+    monkeypatch.setattr(run_all.subprocess, "run", lambda *a, **k: None)  # the README rewrite
+    monkeypatch.setattr(run_all, "commit", lambda: "abc1234")
+    assert run_all.main(["--only", "rollout,planner", "--results", str(tmp_path)]) == 0
+    first = json.loads((tmp_path / "latest.json").read_text())
+    assert first["command"] == "bench/run_all.py --only rollout,planner"
+    assert first["results"]["steps"]["rollout"]["commit"] == first["commit"] == "abc1234"
+    # A failed re-run of planner: rollout comes back from its part, marked reused; planner's
+    # old part is gone (its status says it failed), so no stale value stands in for it.
+    monkeypatch.setattr(run_all, "run_step", lambda *a: {"seconds": 0.0, "error": "exit 1"})
+    assert run_all.main(["--only", "planner", "--keep-others", "--results", str(tmp_path)]) == 1
+    doc = json.loads((tmp_path / "latest.json").read_text())
+    assert doc["results"]["rollout"] == {"ratio": 0.85}
+    assert doc["results"]["steps"]["rollout"]["reused"] is True
+    assert "planner" not in doc["results"] and doc["results"]["steps"]["planner"]["error"]
+    assert doc["targets"]["rollout.hybrid_vs_bare_vllm"]["met"]
+    assert "Taken from earlier runs of their step: rollout (commit" in table.render(doc)
+    # Without --keep-others only what ran is reported.
+    assert run_all.main(["--only", "planner", "--results", str(tmp_path)]) == 1
+    assert "rollout" not in json.loads((tmp_path / "latest.json").read_text())["results"]
