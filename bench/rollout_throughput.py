@@ -40,12 +40,16 @@ def bare_generate(
     llm: Any, prompts: list[list[int]], n: int, max_tokens: int, seeds: list[int]
 ) -> int:
     """vllm.LLM.generate with nothing around it; returns generated tokens. Per-prompt seeds and
-    log-probs as a GRPO step asks for them, so both sides sample the very same tokens."""
+    log-probs as a GRPO step asks for them, so both sides sample the very same tokens. Without
+    per-step detokenization, the peer's fastest setting: it only counts tokens, while the
+    hybrid side still decodes every completion's text once for the rewards."""
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
     params = [
-        SamplingParams(n=n, temperature=1.0, max_tokens=max_tokens, seed=s, logprobs=0)
+        SamplingParams(
+            n=n, temperature=1.0, max_tokens=max_tokens, seed=s, logprobs=0, detokenize=False
+        )
         for s in seeds
     ]
     outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)

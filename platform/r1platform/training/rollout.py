@@ -143,6 +143,18 @@ def rollout_engine_args(
     return {"dtype": dtype, "enforce_eager": settings.enforce_eager}
 
 
+def completion_texts(tokenizer: Any, token_ids: Sequence[Sequence[int]]) -> list[str]:
+    """The texts vLLM's own detokenizer gives (special tokens skipped, no clean-up of spaces),
+    decoded in one batch call."""
+    return list(
+        tokenizer.batch_decode(
+            [list(t) for t in token_ids],
+            skip_special_tokens=True,
+            clean_up_tokenization_spaces=False,
+        )
+    )
+
+
 class RolloutEngine:
     """A vLLM `LLM` in a Ray actor. Its weight-sync methods mirror `vllm.LLM`'s RL mixin, so
     vLLM's `RayVLLMWeightSyncClient` drives it unchanged."""
@@ -211,11 +223,18 @@ class RolloutEngine:
                 max_tokens=max_tokens,
                 logprobs=0 if logprobs else None,
                 seed=None if seeds is None else int(seeds[i]),
+                # vLLM would detokenize every sequence, and every sampled log-prob's token,
+                # at every engine step; the rewards need each text once, at the end.
+                detokenize=False,
             )
             for i in range(len(prompts))
         ]
         outs = self.llm.generate(
             [{"prompt_token_ids": list(p)} for p in prompts], params, use_tqdm=False
+        )
+        flat = [c for out in outs for c in out.outputs]
+        texts = iter(
+            completion_texts(self.llm.get_tokenizer(), [c.token_ids for c in flat]) if flat else []
         )
         result: list[list[Sample]] = []
         for out in outs:
@@ -226,7 +245,7 @@ class RolloutEngine:
                     if logprobs and c.logprobs is not None
                     else []
                 )
-                group.append(Sample(list(c.token_ids), lps, c.text, c.finish_reason))
+                group.append(Sample(list(c.token_ids), lps, next(texts), c.finish_reason))
             result.append(group)
         return result
 
