@@ -52,7 +52,7 @@ test-integration: install
 	$(BIN)/python -m pytest -q -ra tests/integration
 
 # Every benchmark, one at a time, on an idle machine: bench/results/latest.json and the README's
-# table. `make bench BENCH_FLAGS=--skip-scaleout` leaves out the multi-hour scale-out check.
+# table. `make bench BENCH_FLAGS=--skip-scaleout` leaves out the scale-out check (~6 min of the ~51).
 BENCH_FLAGS ?=
 bench: install
 	$(BIN)/python bench/run_all.py $(BENCH_FLAGS)

@@ -125,7 +125,7 @@ def reuse_part(out: Path) -> tuple[dict[str, Any], Any] | None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default=",".join(STEPS), help="comma-separated steps")
-    ap.add_argument("--skip-scaleout", action="store_true", help="~20 min: six 40-step GRPO jobs")
+    ap.add_argument("--skip-scaleout", action="store_true", help="~6 min: six 40-step GRPO jobs")
     ap.add_argument(
         "--keep-others",
         action="store_true",
