@@ -10,7 +10,9 @@ pools.trace.read_requests) are replayed, scaled down, against a live `r1p up` cl
 Scaling: the window is the `--minutes` of the trace whose per-minute rate swings most; its
 timestamps are divided by `--compress` (10 trace minutes in 2.5 wall minutes at 4), and each
 request is kept when its seeded hash (trace.split_key) falls in a fraction chosen so the busiest
-rate window needs about 3 of the tiny model's replicas. Request sizes are not replayed: the tiny
+rate window needs about 3 of the tiny model's replicas. A replica too fast for that even with
+every request kept raises the compression (and the trace minutes, so the replay lasts as long
+in wall time) until it is outgrown (`fit_compress`). Request sizes are not replayed: the tiny
 model's context is 256 tokens, so every request is one short chat turn (the shape whose
 capacity is measured). Every time constant (control interval, rate window, cooldowns) is in
 wall seconds and is the same for both sides; nothing else is rescaled.
@@ -18,7 +20,8 @@ wall seconds and is the same for both sides; nothing else is rescaled.
 Live side (the real platform: Ray, Serve + vLLM CPU engines, a GRPO job, `r1p control`):
 1. `r1p up` with one L4 pool of 4 GPU units; a GRPO job with 1-2 train workers;
 2. one replica's capacity measured under the job's load: open-loop chat requests at rising
-   rates, the highest rate where >= 99% meet the SLO (TTFT and TPOT p99 targets);
+   rates, climbing until one fails, the highest rate where >= 99% meet the SLO (TTFT and TPOT
+   p99 targets);
 3. `r1p control` with that capacity declared (replica_rps), then the replay; a watcher samples
    Serve's replica targets and running replicas twice a second.
 Measured there and handed to the simulator: the replica capacity, the replica start time
@@ -118,6 +121,15 @@ def keep_fraction(times: list[float], compress: float, cap_rps: float, window_s:
         bisect.bisect_right(wall, t + window_s) - i for i, t in enumerate(wall)
     ) / window_s  # fmt: skip
     return min(1.0, TARGET_REPLICAS * cap_rps / max(busiest, 1e-9))
+
+
+def fit_compress(times: list[float], compress: float, cap_rps: float, window_s: float) -> float:
+    """The smallest compression, from `compress` up (x1.25 steps, at most 64), at which the
+    window's busiest rate asks for TARGET_REPLICAS replicas even with every request kept: a
+    fast replica must still be outgrown, or the replay has nothing to scale on."""
+    while compress < 64 and keep_fraction(times, compress, cap_rps, window_s) >= 1.0:
+        compress *= 1.25
+    return compress
 
 
 def schedule(reqs, start_s: float, minutes: int, compress: float, keep: float, seed: int):
@@ -421,8 +433,13 @@ class Replay:
         return self.records
 
 
-def probe_capacity(base: str, rates=(1.0, 1.5, 2.0, 3.0, 4.0, 6.0), seconds=15.0) -> float:
-    """Highest open-loop rate at which one replica meets the SLO for >= 99% of requests."""
+PROBE_RATES = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0)
+
+
+def probe_capacity(base: str, rates=PROBE_RATES, seconds=15.0) -> float:
+    """Highest open-loop rate at which one replica meets the SLO for >= 99% of requests,
+    climbing until a rate fails: a probe that stops while it still passes hands the simulator
+    a lower bound, and a replica that is really faster drains a backlog the sim says grows."""
     best = rates[0] / 2
     for r in rates:
         recs = Replay(base, [i / r for i in range(int(seconds * r))]).run()
@@ -519,6 +536,12 @@ def run_live(minutes: int, compress: float, seed: int, workdir: Path) -> dict[st
         times = [r.t for r in reqs]
         start = pick_window(times, minutes)
         window = [t - start for t in times if start <= t < start + minutes * 60]
+        fitted = fit_compress(window, compress, cap, CONTROL["rate_window_s"])
+        if fitted > compress:  # more trace minutes, so the replay lasts as long in wall time
+            minutes = min(int(times[-1] // 60), math.ceil(minutes * fitted / compress))
+            start = pick_window(times, minutes)
+            window = [t - start for t in times if start <= t < start + minutes * 60]
+            compress = fit_compress(window, fitted, cap, CONTROL["rate_window_s"])
         keep = keep_fraction(window, compress, cap, CONTROL["rate_window_s"])
         offsets = schedule(reqs, start, minutes, compress, keep, seed)
         (workdir / "workloads.yaml").write_text(

@@ -72,6 +72,13 @@ def test_the_replay_is_the_busiest_swing_of_the_trace_thinned_and_compressed():
     assert fid.TARGET_REPLICAS == 2.5 and keep == 1.0
     thin = fid.keep_fraction(t[:70], compress=2.0, cap_rps=0.2, window_s=10.0)
     assert thin == pytest.approx(2.5 * 0.2 / 2.1)
+    # A replica too fast for the trace at x2: compress further until it is outgrown.
+    assert fid.fit_compress(t[:70], 2.0, 0.2, 10.0) == 2.0
+    faster = fid.fit_compress(t[:70], 2.0, 1.0, 10.0)
+    assert faster > 2.0 and fid.keep_fraction(t[:70], faster, 1.0, 10.0) < 1.0
+    assert fid.keep_fraction(t[:70], faster / 1.25, 1.0, 10.0) == 1.0  # the smallest such
+    assert fid.fit_compress(t[:70], 2.0, 1e6, 10.0) >= 64  # bounded
+    assert fid.PROBE_RATES[-1] >= 32  # the probe climbs past what a tiny replica serves
     half = fid.schedule(reqs, 60.0, 1, compress=2.0, keep=0.5, seed=3)
     assert 15 <= len(half) <= 45 and all(0 <= x < 30 for x in half) and half == sorted(half)
     assert fid.schedule(reqs, 60.0, 1, compress=2.0, keep=0.5, seed=3) == half  # seeded
