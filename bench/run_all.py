@@ -65,7 +65,7 @@ STEPS: dict[str, tuple[list[str], list[str]]] = {
         ["fleet_sim.py", "--trace", "azure", "--json", "{out}"],
         ["--seeds", "1", "--hours", "1", "--gpus", "100"],
     ),
-    "sim_fidelity": (  # live replay on `r1p up` vs the simulator (~8 min)
+    "sim_fidelity": (  # live replay on `r1p up` vs the simulator (~15 min)
         ["sim_fidelity.py", "--json", "{out}"],
         ["--minutes", "2"],
     ),
