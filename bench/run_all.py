@@ -13,7 +13,7 @@ and never touches latest.json or the README.
 Each step's JSON stays in bench/results/parts/ beside a `.status.json` (commit, date, seconds,
 load average). `--only grpo --keep-others` re-runs one step after a change and takes every
 other step from its last part, marked `reused` with its own commit and date in
-`results.steps` and in the README's provenance line, so a 90-minute bench need not be re-run
+`results.steps` and in the README's provenance line, so a ~60-minute bench need not be re-run
 whole to refresh one row, and a row never hides which commit measured it.
 
     .venv/bin/python bench/run_all.py [--skip-scaleout] [--only serving,grpo,...] [--keep-others]

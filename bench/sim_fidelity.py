@@ -39,7 +39,7 @@ control interval of each other), and SLO attainment (the share of requests whose
 both meet the workload's p99 targets; within 2 points). `agrees` in the JSON says whether all
 three hold (`--strict`: exit 1 when not).
 
-This runs in `make bench`, not CI: a live replay takes ~10 minutes of a whole cluster. The
+This runs in `make bench`, not CI: a live replay takes ~15 minutes of a whole cluster. The
 replay must outlast a replica's start (116-145 s measured on 2 cores), or no scale-up it
 triggers can serve any of it: 10 trace minutes, the old default, replayed in 140-150 s.
 """
