@@ -23,7 +23,14 @@ RAY_ADDRESS_ENV = "RAY_ADDRESS"
 # 2.60's proxier forks that server from a thread-busy gRPC process; about 1 start in 12 aborts
 # in gRPC's fork handlers (ray-project/ray#63202, reproduced here). A fresh connect gets a
 # fresh fork, so these, and only these, are worth retrying.
-CLIENT_START_FAILURES = ("Starting Ray client server failed", "Proxy failed to Connect to backend")
+# The proxier's per-client server start failing, in the forms Ray 2.60 reports it. The last one
+# is a race in the proxier itself: the server process exits between its poll() and psutil's
+# cmdline(), and the ZombieProcess traceback comes back through start_specific_server.
+CLIENT_START_FAILURES = (
+    "Starting Ray client server failed",
+    "Proxy failed to Connect to backend",
+    "start_specific_server",
+)
 
 
 class ClusterUnreachable(ConnectionError):

@@ -34,6 +34,24 @@ def test_client_server_start_failure_is_retried_with_growing_waits():
     assert waits == [2.0, 4.0]
 
 
+ZOMBIE = ConnectionAbortedError(
+    "Initialization failure from server:\nTraceback (most recent call last):\n"
+    '  File ".../ray/util/client/server/proxier.py", line 765, in Datapath\n'
+    "    if not self.proxy_manager.start_specific_server(\n"
+    '  File ".../ray/util/client/server/proxier.py", line 396, in start_specific_server\n'
+    "    cmd = psutil_proc.cmdline()\n"
+    "psutil.ZombieProcess: PID still exists but it's a zombie (pid=26274)\n"
+)  # as a clean-clone `make test` met it on 2026-12-02
+
+
+def test_a_client_server_that_died_while_starting_is_retried():
+    init = FlakyInit(ZOMBIE)
+    assert ray_join.init_tolerant("ray://head:10001", init=init, sleep=lambda s: None) == {
+        "connected": "ray://head:10001"
+    }
+    assert len(init.calls) == 2
+
+
 def test_the_last_start_failure_is_raised_as_is():
     init = FlakyInit(START_FAILED, START_FAILED, START_FAILED)
     with pytest.raises(ConnectionAbortedError, match="Starting Ray client server failed"):
