@@ -130,7 +130,8 @@ def submit_grpo(jobs: Any, run_name: str, workers: int, b: int, out: Path) -> st
     args = ["--run_name", run_name, "--train_pool", "l4", "--num_workers", str(workers),
             "--prompts_per_step", str(b), "--group_size", "4", "--max_new_tokens", "32",
             "--eval_size", "8", "--eval_every", "100000", "--save_every", "100000",
-            "--max_steps", "100000", "--max_failures", "0", "--output_dir", str(out)]  # fmt: skip
+            "--max_steps", "100000", "--max_failures", "0", "--no-rollout_compile",
+            "--output_dir", str(out)]  # fmt: skip
     return jobs.submit_job(
         entrypoint="python jobs/grpo.py " + " ".join(args),
         runtime_env={"working_dir": str(ROOT),

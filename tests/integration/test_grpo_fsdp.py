@@ -22,6 +22,7 @@ JOB = dict(  # two workers, small quick steps: 4 prompts x G=4, 24 new tokens, n
     eval_every=100, save_every=100, max_failures=0, max_steps=STEPS, seed=3,
     colocate=True,  # hybrid: every rank gathers the full weights for its own engine
     precision="fp32",  # FSDP against DDP in the same precision (auto is bf16 on AMX CPUs)
+    rollout_compile=False,  # eager engines: 2-step jobs (the compiled default: test_grpo_job)
 )  # fmt: skip
 
 

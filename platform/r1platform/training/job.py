@@ -209,6 +209,7 @@ def _run_on_ray(s: GRPOSettings, prep: Prepared) -> dict[str, Any]:
         accelerator_type=s.accelerator_type,  # its engine profile sets dtype / enforce_eager
         parallel_strategy=s.parallel_strategy,  # on CPU the trainer's compute dtype applies
         precision=s.precision,
+        compile=s.rollout_compile,
     )
     engine_opts = rollout.engine_actor_options(
         mode=mode,

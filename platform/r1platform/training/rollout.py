@@ -112,6 +112,9 @@ class EngineConfig:
     # computes in (bf16 on AMX CPUs by default, training.fsdp.resolve_mode).
     parallel_strategy: Strategy = "auto"
     precision: Precision = "auto"
+    # vLLM's default (torch.compile on CPU, CUDA graphs on GPU), as every RL stack runs its
+    # rollouts: on this CPU 10% (tiny) to 25% (small) faster decode for 6-20 s more at start.
+    compile: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -120,8 +123,11 @@ def rollout_engine_args(
     accelerator_type: str | None,
     strategy: Strategy = "auto",
     precision: Precision = "auto",
+    compile: bool = True,
 ) -> dict[str, Any]:
-    """dtype and enforce_eager of a rollout engine: those of serving's engine profile for this
+    """dtype and enforce_eager of a rollout engine. enforce_eager is `not compile`, not
+    serving's: an engine that decodes every step of a long job repays its compile (or CUDA
+    graph capture) many times over. The dtype is that of serving's engine profile for this
     model on this process's GPU (serving.engine_args.profile_args: float32 on CPU), with
     quantization off: the engine reloads the trainer's 16-bit weights every step, and FP8
     sampling would drift from the policy the trainer scores. On CPU the dtype is the trainer's
@@ -140,7 +146,7 @@ def rollout_engine_args(
     dtype = profile_args(settings, gpu)["dtype"]
     if gpu is None and worker_mode(strategy, precision).precision == "bf16":
         dtype = "bfloat16"  # the trainer's own rule on this CPU (its workers run here too)
-    return {"dtype": dtype, "enforce_eager": settings.enforce_eager}
+    return {"dtype": dtype, "enforce_eager": not compile}
 
 
 def completion_texts(tokenizer: Any, token_ids: Sequence[Sequence[int]]) -> list[str]:
@@ -169,7 +175,11 @@ class RolloutEngine:
         self.llm = LLM(
             model=cfg.model,
             **rollout_engine_args(
-                cfg.model, cfg.accelerator_type, cfg.parallel_strategy, cfg.precision
+                cfg.model,
+                cfg.accelerator_type,
+                cfg.parallel_strategy,
+                cfg.precision,
+                cfg.compile,
             ),
             max_model_len=cfg.max_model_len,
             max_num_seqs=cfg.max_num_seqs,

@@ -112,7 +112,7 @@ def test_unsharded_checkpoint_views_are_the_objects_themselves():
         (False, "fsdp", "bf16", "bfloat16"),  # an explicit bf16 trainer: the engine follows
     ],
 )
-def test_rollout_engine_on_cpu_runs_eager_in_the_trainers_dtype(
+def test_rollout_engine_on_cpu_compiles_in_the_trainers_dtype(
     monkeypatch, tmp_path, amx, strategy, precision, dtype
 ):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -120,8 +120,10 @@ def test_rollout_engine_on_cpu_runs_eager_in_the_trainers_dtype(
     (tmp_path / "config.json").write_text('{"model_type": "qwen2"}')
     assert rollout.rollout_engine_args(str(tmp_path), None, strategy, precision) == {
         "dtype": dtype,
-        "enforce_eager": True,
+        "enforce_eager": False,  # vLLM's default: compiled, unlike serving's eager engines
     }
+    eager = rollout.rollout_engine_args(str(tmp_path), None, strategy, precision, compile=False)
+    assert eager == {"dtype": dtype, "enforce_eager": True}
 
 
 @pytest.mark.parametrize(
@@ -137,5 +139,6 @@ def test_rollout_engine_on_gpu_follows_the_serving_profile(monkeypatch, gpu, dty
     args = rollout.rollout_engine_args(model, gpu)
     serving = ModelSettings(path=model, quantization="none")
     # Serving's own profile for this GPU, without FP8 (the rollout reloads 16-bit weights).
-    assert args == {"dtype": profile_args(serving, gpu)["dtype"], "enforce_eager": True}
+    # CUDA graphs on (enforce_eager False): a rollout engine decodes every step of the job.
+    assert args == {"dtype": profile_args(serving, gpu)["dtype"], "enforce_eager": False}
     assert args["dtype"] == dtype
