@@ -41,10 +41,17 @@ def r1p(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 
 def processes(name: str) -> list[str]:
-    """Processes whose name or program is `name` (not any that merely mention it)."""
+    """Live processes whose name or program is `name` (not any that merely mention it).
+
+    Zombies are left out: Serve replaces HAProxy on every config change (`-sf` the old pid),
+    and the old process stays a zombie, named `haproxy` with no command line, until Serve's
+    event loop reaps it. CI once picked such a zombie as "the" HAProxy and found no `-f`.
+    """
     found = []
-    for p in psutil.process_iter(["name", "cmdline"]):
+    for p in psutil.process_iter(["name", "cmdline", "status"]):
         argv = p.info.get("cmdline") or [""]
+        if p.info.get("status") == psutil.STATUS_ZOMBIE:
+            continue
         if p.info.get("name") == name or Path(argv[0]).name == name:
             found.append(" ".join(argv))
     return found
@@ -76,7 +83,9 @@ def test_no_proxy_actor_and_haproxy_in_front(cluster):
     # each answering by itself; Serve's proxy actor is only the backup server.
     # Serve adds a replica to HAProxy's config after it is ready, asynchronously; until then
     # the backup server (the proxy actor) answers /health. Wait for the replica entry.
-    argv = running[0].split()
+    # Several may be alive at once while an old one drains after a reload; all read one file.
+    argv = next((a.split() for a in running if " -f " in f" {a} "), None)
+    assert argv, running
     path, deadline = Path(argv[argv.index("-f") + 1]), time.monotonic() + 60
     while True:
         cfg = path.read_text()
