@@ -127,7 +127,8 @@ def greedy_training(
     job_pools: Mapping[str, str] | None = None,
 ) -> dict[tuple[str, str], int]:
     """Jobs in priority order, each into the allowed pool with the most GPUs serving leaves
-    (its own pool when it already runs), as many as it takes up to its max."""
+    (its own pool when it already runs), on its minimum; then, in the same order, each grows
+    in its pool up to its max (the ILP's minimum-shares-first order)."""
     free = {p.name: p.gpus_capacity for p in fleet.pools}
     for o, n in zip(options, x, strict=True):
         free[o.pool] -= int(n) * o.gpus_per_replica
@@ -135,8 +136,13 @@ def greedy_training(
     for j in jobs:
         pools = sorted(training_pools(j, fleet, job_pools), key=lambda p: (-free[p.name], p.name))
         # At least the fewest GPUs the job's memory mode fits on (training_memory).
-        if pools and free[pools[0].name] >= (pool_min_gpus(j, fleet, pools[0]) or 1):
-            g = min(j.gpus.max, free[pools[0].name])
-            out[(j.name, pools[0].name)] = g
-            free[pools[0].name] -= g
+        lo = (pool_min_gpus(j, fleet, pools[0]) or 1) if pools else 0
+        if pools and free[pools[0].name] >= lo:
+            out[(j.name, pools[0].name)] = lo
+            free[pools[0].name] -= lo
+    most = {j.name: j.gpus.max for j in jobs}
+    for (job, pool), g in out.items():
+        extra = min(most[job] - g, free[pool])
+        out[(job, pool)] = g + extra
+        free[pool] -= extra
     return out

@@ -1,7 +1,7 @@
 """The MILP builder and its solves (scipy.optimize.milp / HiGHS).
 
-Stage 1 places serving at least cost; stage 2 gives training what serving leaves, one priority
-level at a time; an elastic re-solve names the GPUs an infeasible demand lacks. Variables are
+Stage 1 places serving at least cost; stage 2 gives training what serving leaves (minimum shares
+first, then growth, each one priority level at a time); an elastic re-solve names the GPUs an infeasible demand lacks. Variables are
 aggregated per (deployment, pool, layout) and per (job, pool), so the model does not grow with
 the fleet's GPU count.
 """
@@ -220,8 +220,9 @@ def solve_training(fleet, options, x_serving, jobs, deadline, gap, job_pools=Non
         free[o.pool] -= int(n) * o.gpus_per_replica
     by_pool: dict[str, dict[int, float]] = defaultdict(dict)
     ys: dict[tuple[str, str], int] = {}
+    runs: dict[str, list[int]] = {}
     for j in jobs:
-        ws = []
+        ws = runs.setdefault(j.name, [])
         for p in training_pools(j, fleet, job_pools):
             lo = pool_min_gpus(j, fleet, p) or 1  # the fewest GPUs its memory mode fits on
             if free[p.name] < lo:
@@ -243,8 +244,13 @@ def solve_training(fleet, options, x_serving, jobs, deadline, gap, job_pools=Non
     n = len(m.lb)
     sol = None
     prio = {j.name: j.priority for j in jobs}
-    for level in sorted({j.priority for j in jobs}, reverse=True):
-        idx = [v for (jn, _), v in ys.items() if prio[jn] == level]
+    levels = sorted({j.priority for j in jobs}, reverse=True)
+    # Minimum shares before growth: first as many jobs running (each on at least its minimum)
+    # as fit, a priority level at a time, then GPUs. Growing a high-priority job past its
+    # minimum never keeps a lower-priority one from starting; only its minimum can.
+    stages = [[w for jn, ws in runs.items() if prio[jn] == lv for w in ws] for lv in levels]
+    stages += [[v for (jn, _), v in ys.items() if prio[jn] == lv] for lv in levels]
+    for idx in stages:
         if not idx:
             continue
         c = np.zeros(n)
@@ -253,7 +259,7 @@ def solve_training(fleet, options, x_serving, jobs, deadline, gap, job_pools=Non
         if res.x is None:
             return None
         sol = res.x
-        # Hold this level at its optimum while lower levels are maximised.
+        # Hold this stage at its optimum while the later ones are maximised.
         m.row(dict.fromkeys(idx, 1.0), float(round(-res.fun)) - 0.5, np.inf)
     if sol is None:
         return {}

@@ -3,8 +3,9 @@ replicas, then which leftover GPUs each training job may borrow.
 
 Lexicographic objective, solved as a sequence of exact ILPs (scipy.optimize.milp / HiGHS):
   1. minimise serving $/hour subject to every demand and pool capacity;
-  2. with serving cost held at its optimum, maximise training GPUs, one priority level at a time
-     (highest first), each level's optimum then held fixed.
+  2. with serving cost held at its optimum, maximise the number of training jobs running on at
+     least their minimum, then training GPUs, each one priority level at a time (highest
+     first), each optimum then held fixed.
 Variables are aggregated: integer replicas per (deployment, pool, TP/PP option) and integer GPUs
 per (job, pool) with one binary per (job, pool) (a job runs in one pool), so model size does not
 grow with the fleet's GPU count. A greedy heuristic answers when HiGHS finds nothing in time.
