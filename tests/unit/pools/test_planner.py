@@ -154,38 +154,25 @@ def test_training_gets_leftover_by_priority_within_min_max_and_types():
 @pytest.mark.parametrize("method", ["ilp", "greedy"])
 def test_minimum_shares_before_growth(method):
     # 16 H100s left to training: the high-priority job could take all 16 (its max), but the
-    # low-priority job's minimum comes first; the high one then grows into the rest.
+    # lower-priority "mid" job's minimum comes first; "hi" then grows into the rest.
     fleet = _fleet(
         Pool(name="h100", gpu="H100", nodes=2, gpus_per_node=8),
         Pool(name="l4", gpu="L4", nodes=4, gpus_per_node=1),
     )
-    h100 = ["H100"]
+
+    def job(name: str, lo: int, hi: int, priority: int) -> TrainingJob:
+        return TrainingJob(
+            name=name,
+            model="r1-distill-qwen-1.5b",
+            gpus=GpuRange(min=lo, max=hi),
+            gpu_types=["H100"],
+            priority=priority,
+        )
+
     wl = Workloads(
         serving=[_svc("chat", "r1-distill-qwen-1.5b", 1.0, gpu_types=["L4"])],
-        training=[
-            TrainingJob(
-                name="hi",
-                model="r1-distill-qwen-1.5b",
-                gpus=GpuRange(min=4, max=16),
-                gpu_types=h100,
-                priority=10,
-            ),
-            TrainingJob(
-                name="mid",
-                model="r1-distill-qwen-1.5b",
-                gpus=GpuRange(min=4, max=8),
-                gpu_types=h100,
-                priority=5,
-            ),
-            # The lowest: its minimum does not fit beside the others', so it waits.
-            TrainingJob(
-                name="wide",
-                model="r1-distill-qwen-1.5b",
-                gpus=GpuRange(min=12, max=12),
-                gpu_types=h100,
-                priority=1,
-            ),
-        ],
+        # "wide", the lowest: its minimum does not fit beside the others', so it waits.
+        training=[job("hi", 4, 16, 10), job("mid", 4, 8, 5), job("wide", 12, 12, 1)],
     )
     got = plan(PlanRequest(fleet, wl, method=method)).training_gpus()
     assert got == {"hi": 12, "mid": 4}, got
