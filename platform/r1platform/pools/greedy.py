@@ -132,17 +132,19 @@ def greedy_training(
     free = {p.name: p.gpus_capacity for p in fleet.pools}
     for o, n in zip(options, x, strict=True):
         free[o.pool] -= int(n) * o.gpus_per_replica
-    out = {}
+    placed: list[tuple[TrainingJob, str, int]] = []
     for j in jobs:
         pools = sorted(training_pools(j, fleet, job_pools), key=lambda p: (-free[p.name], p.name))
+        if not pools:
+            continue
         # At least the fewest GPUs the job's memory mode fits on (training_memory).
-        lo = (pool_min_gpus(j, fleet, pools[0]) or 1) if pools else 0
-        if pools and free[pools[0].name] >= lo:
-            out[(j.name, pools[0].name)] = lo
-            free[pools[0].name] -= lo
-    most = {j.name: j.gpus.max for j in jobs}
-    for (job, pool), g in out.items():
-        extra = min(most[job] - g, free[pool])
-        out[(job, pool)] = g + extra
-        free[pool] -= extra
+        q, lo = pools[0].name, pool_min_gpus(j, fleet, pools[0]) or 1
+        if free[q] >= lo:
+            free[q] -= lo
+            placed.append((j, q, lo))
+    out = {}
+    for j, q, lo in placed:
+        extra = min(j.gpus.max - lo, free[q])
+        free[q] -= extra
+        out[(j.name, q)] = lo + extra
     return out
