@@ -23,7 +23,6 @@ from r1platform.serving.metrics import ServingMetrics
 from r1platform.serving.openapi import install as install_openapi
 from r1platform.serving.openapi import request_body
 from r1platform.serving.protocol import (
-    MAX_BODY_BYTES,
     REQUEST_MODELS,
     ChatRequest,
     ClientError,
@@ -33,6 +32,7 @@ from r1platform.serving.protocol import (
     parse_request,
     replica_unavailable,
 )
+from r1platform.serving.request_body import read_body
 from r1platform.serving.streams import (
     Deadline,
     LocalStream,
@@ -62,20 +62,12 @@ class AsciiJSONResponse(JSONResponse):
 
 
 def _json_error(err: ClientError) -> JSONResponse:
-    return AsciiJSONResponse(err.body(), status_code=err.status)
+    return AsciiJSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
 # Everything the ingress's routes use is defined above it: @serve.ingress freezes (pickles) the
 # FastAPI app when the class is decorated, with the module globals and exception handlers that
 # exist at that moment; a helper or handler defined below would be missing in the replica.
-def _too_large() -> ClientError:
-    return ClientError(
-        f"Request body too large: the limit is {MAX_BODY_BYTES} bytes.",
-        status=413,
-        code="request_too_large",
-    )
-
-
 @api.exception_handler(Exception)
 async def _unhandled(_request: Request, exc: Exception) -> JSONResponse:
     # Only genuine server faults reach here: client mistakes are ClientErrors handled in the routes.
@@ -154,12 +146,7 @@ class OpenAIIngress(EngineHost):
         return lambda method, payload: getattr(handle, method).options(stream=True).remote(payload)
 
     async def _payload(self, request: Request) -> Any:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            raise _too_large()
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
-            raise _too_large()
+        raw = await read_body(request)
         try:
             return json.loads(raw)
         except RecursionError:

@@ -56,6 +56,7 @@ class ClientError(Exception):
         param: str | None = None,
         type_: str = "invalid_request_error",
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message, self.status, self.param, self.type, self.code = (
@@ -65,6 +66,7 @@ class ClientError(Exception):
             type_,
             code,
         )
+        self.headers = headers or {}
 
     @classmethod
     def from_item(cls, item: ErrorItem) -> ClientError:

@@ -13,6 +13,10 @@ Serve lets an operator wrap its proxy in Starlette middleware, named by
   lands on a live one. The request body is kept for this (up to MAX_BODY_BYTES);
 - ends a stream that the proxy cut with the error event the ingress itself sends when an
   engine replica dies, then `[DONE]`;
+- re-sends a request whose body was lost: Serve's router retries a request on another replica
+  when the first died before its "accepted" answer arrived, but that replica may already have
+  drained the body from the proxy; the ingress then answers 408 marked with
+  BODY_TIMEOUT_HEADER (`serving.request_body`), which the guard swallows and re-sends;
 - answers 503 `replica_unavailable` with Retry-After, not a bare 500, once the re-sends are
   spent.
 A proxy that answers without an http.response.start has failed for a server-side reason (its
@@ -29,6 +33,7 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from r1platform.serving.protocol import MAX_BODY_BYTES, replica_unavailable
+from r1platform.serving.request_body import BODY_TIMEOUT_HEADER
 
 # Re-sends after the first try: one dead replica costs one; a second covers a replica that died
 # in the same instant (a node lost), without turning a deterministic failure into a storm.
@@ -51,19 +56,31 @@ def _is_event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
     )
 
 
-class _Attempt:
-    """One pass of the request through the proxy: what of the response reached the client."""
+_BODY_LOST = BODY_TIMEOUT_HEADER.encode()
 
-    def __init__(self, send: Send) -> None:
+
+class _Attempt:
+    """One pass of the request through the proxy: what of the response reached the client.
+    With `resend_lost_body`, the ingress's answer to a lost body is kept from the client."""
+
+    def __init__(self, send: Send, resend_lost_body: bool) -> None:
         self._send = send
+        self._resend_lost_body = resend_lost_body
         self.started = False
         self.event_stream = False
         self.finished = False
+        self.body_lost = False
 
     async def send(self, message: Message) -> None:
+        if self.body_lost:
+            return
         if message["type"] == "http.response.start":
+            headers = message.get("headers", [])
+            if self._resend_lost_body and any(k.lower() == _BODY_LOST for k, _ in headers):
+                self.body_lost = True
+                return
             self.started = True
-            self.event_stream = _is_event_stream(message.get("headers", []))
+            self.event_stream = _is_event_stream(headers)
         elif message["type"] == "http.response.body" and not message.get("more_body", False):
             self.finished = True
         await self._send(message)
@@ -120,7 +137,7 @@ class ReplicaLossGuard:
         request = _Request(receive)
         await request.read_body(self.max_body)
         for _ in range(1 + self.resends):
-            attempt = _Attempt(send)
+            attempt = _Attempt(send, resend_lost_body=request.replayable)
             await self.app(scope, request.replay(), attempt.send)
             if attempt.started:
                 if attempt.event_stream and not attempt.finished and not request.gone:

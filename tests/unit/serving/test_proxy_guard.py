@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from r1platform.serving.proxy_guard import RESENDS, ReplicaLossGuard, error_event, middlewares
+from r1platform.serving.request_body import BODY_TIMEOUT_HEADER
 from r1platform.serving.tuning import SERVE_ENV
 from ray.serve._private.http_util import validate_http_proxy_callback_return
 from ray.serve._private.utils import call_function_from_import_path
@@ -21,8 +22,8 @@ JSON = [(b"content-type", b"application/json")]
 
 class ScriptedProxy:
     """Each call plays the next behaviour: "dies" (sends nothing), "cut" (SSE head and one
-    chunk, then nothing), "sse" (a whole stream) or "ok" (a JSON answer). It records the body
-    it read on each call."""
+    chunk, then nothing), "sse" (a whole stream), "ok" (a JSON answer) or "lost" (the
+    ingress's 408 for a body that never arrived). It records the body it read on each call."""
 
     def __init__(self, *plays: str):
         self.plays = list(plays)
@@ -47,6 +48,10 @@ class ScriptedProxy:
         elif play == "ok":
             await send({"type": "http.response.start", "status": 200, "headers": JSON})
             await send({"type": "http.response.body", "body": b'{"ok":true}'})
+        elif play == "lost":
+            lost = [*JSON, (BODY_TIMEOUT_HEADER.encode(), b"1")]
+            await send({"type": "http.response.start", "status": 408, "headers": lost})
+            await send({"type": "http.response.body", "body": b'{"error":{}}'})
 
 
 def run(app: Any, chunks: list[bytes], disconnect_first: bool = False) -> list[Message]:
@@ -125,6 +130,29 @@ def test_body_over_the_cap_passes_through_once_and_is_not_resent() -> None:
     sent = run(ReplicaLossGuard(proxy, max_body=4), [b"abc", b"defgh", b"ij"])
     assert proxy.bodies == [b"abcdefghij"]
     assert sent[0]["status"] == 503
+
+
+def test_lost_body_answer_is_kept_from_the_client_and_the_request_resent() -> None:
+    # Serve's router re-tried the request on a replica that never got its body (the dead one
+    # had drained it); the ingress's marked 408 must not reach the client.
+    proxy = ScriptedProxy("lost", "ok")
+    sent = run(ReplicaLossGuard(proxy), [b'{"model":', b'"m"}'])
+    assert proxy.bodies == [b'{"model":"m"}'] * 2
+    assert [m.get("status") for m in sent] == [200, None]
+    assert body_of(sent) == b'{"ok":true}'
+
+
+def test_lost_body_every_time_ends_in_503_not_a_408() -> None:
+    proxy = ScriptedProxy(*["lost"] * (1 + RESENDS))
+    sent = run(ReplicaLossGuard(proxy), [b"{}"])
+    assert len(proxy.bodies) == 1 + RESENDS and sent[0]["status"] == 503
+
+
+def test_lost_body_answer_reaches_the_client_when_no_copy_was_kept() -> None:
+    proxy = ScriptedProxy("lost", "ok")
+    sent = run(ReplicaLossGuard(proxy, max_body=4), [b"abc", b"defgh", b"ij"])
+    assert len(proxy.bodies) == 1
+    assert sent[0]["status"] == 408 and body_of(sent) == b'{"error":{}}'
 
 
 def test_non_http_scopes_pass_straight_through() -> None:
