@@ -3,20 +3,23 @@ ingress's lost-body 408 (`serving.request_body`) is never seen by the client, wh
 answer of the re-sent request, carrying the same body.
 
 The race that produces that 408 (Serve's router re-trying a request on a second replica after
-the first drained its body and died) cannot be forced, so the replica here gives the ingress's
-answer on the first try of each request. The guard's logic is unit-tested against a scripted
-proxy; this checks that Serve's proxy carries the header and the re-send through.
+the first drained its body and died) cannot be forced, so on the first try of each request the
+replica reads a body that never comes, with the ingress's own reader (a short idle limit). The
+guard's logic is unit-tested against a scripted proxy; this checks that Serve's proxy carries
+the header and the re-send through.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from r1platform.serving.request_body import body_timeout, read_body
+from r1platform.serving.protocol import ClientError
+from r1platform.serving.request_body import read_body
 from ray import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -34,9 +37,17 @@ class Echo:
         rid = request.headers["x-test-id"]
         self.tries[rid] = self.tries.get(rid, 0) + 1
         if self.tries[rid] == 1 and request.headers.get("x-lose-body"):
-            err = body_timeout()
+            # The body the dead replica drained. Defined here: a module-level helper would be
+            # pickled by reference to this test module, which the replica cannot import.
+            async def never() -> dict:
+                await asyncio.sleep(3600)
+                raise AssertionError("unreachable")
+
+            request = Request(request.scope, never)
+        try:
+            body = await read_body(request, idle_s=0.5)
+        except ClientError as err:
             return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
-        body = await read_body(request)
         return JSONResponse({"tries": self.tries[rid], "body": body.decode()})
 
 

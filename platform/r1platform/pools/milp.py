@@ -2,8 +2,8 @@
 
 Stage 1 places serving at least cost; stage 2 gives training what serving leaves (minimum shares
 first, then growth, each one priority level at a time); an elastic re-solve names the GPUs an
-infeasible demand lacks. Variables are aggregated per (deployment, pool, layout) and per (job, pool), so the model does not grow with
-the fleet's GPU count.
+infeasible demand lacks. Variables are aggregated per (deployment, pool, layout) and per
+(job, pool), so the model does not grow with the fleet's GPU count.
 """
 
 from __future__ import annotations
